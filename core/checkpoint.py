@@ -1,0 +1,139 @@
+"""Checkpoints that carry everything needed to use them.
+
+A checkpoint is a plain dict saved with `torch.save` and read back with
+`weights_only=True` (no pickled code runs on load):
+
+    format          "audio-cnn/1"
+    id              content hash of the weights and configs (12 hex digits)
+    model_state     the AudioCNN state_dict
+    model_config    ModelConfig as a dict
+    feature_config  FeatureConfig as a dict
+    classes         class names, index = output unit
+    meta            training metadata (run name, epoch, val accuracy, ...)
+    extra           optional training state (optimizer, scheduler, RNG) for resume
+
+Writes are atomic (temp file in the same folder, fsync, rename), so a reader
+never sees half a checkpoint, even when training is killed mid-save.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.features import FeatureConfig
+from core.model import AudioCNN, ModelConfig
+
+FORMAT = "audio-cnn/1"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable audio-cnn checkpoint (message names the file)."""
+
+
+@dataclass
+class Checkpoint:
+    model_state: dict[str, torch.Tensor]
+    model_config: ModelConfig
+    feature_config: FeatureConfig
+    classes: list[str]
+    meta: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    id: str = ""
+
+    def build_model(self) -> AudioCNN:
+        """A fresh AudioCNN with these weights, in eval mode."""
+        model = AudioCNN(self.model_config)
+        model.load_state_dict(self.model_state)
+        return model.eval()
+
+
+def content_id(model_state: dict[str, torch.Tensor], model_config: ModelConfig,
+               feature_config: FeatureConfig, classes: list[str]) -> str:
+    """Hash of what determines predictions: the same weights and configs give the same id."""
+    h = hashlib.sha256()
+    h.update(json.dumps([model_config.to_dict(), feature_config.to_dict(), list(classes)],
+                        sort_keys=True).encode())
+    for name in sorted(model_state):
+        tensor = model_state[name].detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(tensor.dtype).encode())
+        h.update(str(tuple(tensor.shape)).encode())
+        h.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def save_checkpoint(path: str | Path, model: AudioCNN, feature_config: FeatureConfig,
+                    classes: list[str] | tuple[str, ...], meta: dict | None = None,
+                    extra: dict | None = None) -> str:
+    """Write a checkpoint atomically; returns its id."""
+    path = Path(path)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    ckpt_id = content_id(state, model.config, feature_config, list(classes))
+    payload = {
+        "format": FORMAT,
+        "id": ckpt_id,
+        "model_state": state,
+        "model_config": model.config.to_dict(),
+        "feature_config": feature_config.to_dict(),
+        "classes": list(classes),
+        "meta": dict(meta or {}),
+        "extra": dict(extra or {}),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return ckpt_id
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Read a checkpoint written by `save_checkpoint`; CheckpointError for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint {path} does not exist.")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises many types for damaged or foreign files
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path} is not a readable audio-cnn checkpoint (damaged, truncated or "
+            f"another program's file): {reason}"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(
+            f"{path} is not an audio-cnn checkpoint (format {found!r}, expected {FORMAT!r})."
+        )
+    try:
+        ckpt = Checkpoint(
+            model_state=payload["model_state"],
+            model_config=ModelConfig.from_dict(payload["model_config"]),
+            feature_config=FeatureConfig.from_dict(payload["feature_config"]),
+            classes=list(payload["classes"]),
+            meta=dict(payload.get("meta") or {}),
+            extra=dict(payload.get("extra") or {}),
+            id=str(payload["id"]),
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path} is an incomplete audio-cnn checkpoint: {err}") from None
+    if len(ckpt.classes) != ckpt.model_config.num_classes:
+        raise CheckpointError(
+            f"{path} names {len(ckpt.classes)} classes but its model has "
+            f"{ckpt.model_config.num_classes} outputs."
+        )
+    return ckpt

@@ -1,0 +1,331 @@
+"""Predictor: a checkpoint (or an untrained model) -> typed analyses of clips.
+
+    samples (n,) float32 at 44.1 kHz
+      -> LogMel          spectrogram (128, frames) dB
+      -> AudioCNN        logits + captured feature maps
+      -> Analysis        top-k, spectrogram, channel-mean maps, waveform envelope,
+                         per-window top-k for clips longer than 5 s, timings
+
+The same `Analysis` object comes out of the in-process backend and, decoded
+from JSON, out of the HTTP backend (`core.schema` converts both ways).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from core.audio import SAMPLE_RATE, decode_audio
+from core.checkpoint import Checkpoint, load_checkpoint
+from core.features import FeatureConfig, LogMel
+from core.labels import CLASSES, category_of
+from core.model import AudioCNN, ModelConfig, describe_layers
+
+FeatureMapMode = Literal["stages", "blocks", "none"]
+WINDOW_SECONDS = 5.0
+
+
+class OptionError(ValueError):
+    """An analysis option that does not fit this model (e.g. an unknown layer name)."""
+
+WAVEFORM_POINTS = 8000
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    confidence: float
+
+    @property
+    def category(self) -> str:
+        return category_of(self.label)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    checkpoint_id: str | None
+    trained: bool
+    num_classes: int
+    device: str = "cpu"
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Window:
+    """Top-k for the 5 s window [start, end) seconds of a longer clip."""
+
+    start: float
+    end: float
+    predictions: list[Prediction]
+
+
+@dataclass
+class ChannelMaps:
+    """The most active individual channels of one layer: maps (k, h, w), strongest first."""
+
+    layer: str
+    channels: list[int]
+    activation: list[float]  # mean activation of each listed channel
+    maps: np.ndarray
+
+
+@dataclass
+class Analysis:
+    predictions: list[Prediction]
+    spectrogram: np.ndarray                  # (n_mels, frames) model input, dB
+    feature_maps: dict[str, np.ndarray]      # name -> (h, w) channel mean, network order
+    waveform: np.ndarray                     # peak-preserving envelope (min, max per bucket)
+    sample_rate: int                         # rate of the analysed signal
+    duration: float                          # seconds
+    model: ModelInfo
+    windows: list[Window] = field(default_factory=list)
+    channel_maps: ChannelMaps | None = None
+    timing_ms: dict[str, float] = field(default_factory=dict)
+
+
+def waveform_envelope(samples: np.ndarray, points: int = WAVEFORM_POINTS) -> np.ndarray:
+    """(n,) -> about `points` values: min and max of each bucket, interleaved.
+
+    Keeps every peak visible (striding aliases them away); clips with fewer
+    than `points` samples come back unchanged.
+    """
+    n = len(samples)
+    if n <= points:
+        return samples.astype(np.float32, copy=True)
+    buckets = points // 2
+    edges = np.linspace(0, n, buckets + 1).astype(np.int64)
+    lo = np.minimum.reduceat(samples, edges[:-1])
+    hi = np.maximum.reduceat(samples, edges[:-1])
+    return np.stack([lo, hi], axis=1).reshape(-1).astype(np.float32)
+
+
+def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
+    """Starts of `window`-sample windows every `hop` samples; the last one ends at the clip's end."""
+    if num_samples <= window:
+        return []
+    starts = list(range(0, num_samples - window + 1, hop))
+    if starts[-1] + window < num_samples:
+        starts.append(num_samples - window)
+    return starts
+
+
+def _plain(meta: dict) -> dict:
+    """Checkpoint metadata restricted to JSON-friendly scalars."""
+    return {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool)) or v is None}
+
+
+def calibrate_batchnorm(model: AudioCNN, features: LogMel, clips: int = 4, seconds: float = 1.0) -> None:
+    """Set BatchNorm running statistics from white-noise clips of varied loudness."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batches
+    n = int(seconds * SAMPLE_RATE)
+    gains = torch.logspace(-3, 0, clips)[:, None]
+    model.train()
+    with torch.no_grad():
+        model(features(torch.randn(clips, n) * gains).unsqueeze(1))
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = 0.1
+    model.eval()
+
+
+def find_default_checkpoint(runs_dir: Path) -> Path | None:
+    """The newest `runs_dir/*/best.pt` (by modification time), or None."""
+    candidates = [p for p in Path(runs_dir).glob("*/best.pt") if p.is_file()]
+    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+
+
+class Predictor:
+    """Thread-safe: forwards are serialised (on CPU two at once only fight for the cores)."""
+
+    def __init__(self, model: AudioCNN, feature_config: FeatureConfig, classes: list[str],
+                 info: ModelInfo, device: str | torch.device | None = None):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+        self.features = LogMel(feature_config).to(self.device)
+        self.feature_config = feature_config
+        self.classes = list(classes)
+        self.info = ModelInfo(**{**info.__dict__, "device": str(self.device)})
+        self._lock = threading.Lock()
+        self._layers: list[dict] | None = None
+
+    # -- construction -------------------------------------------------------------
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | None = None) -> "Predictor":
+        ckpt: Checkpoint = load_checkpoint(path)
+        name = ckpt.meta.get("run_name") or Path(path).parent.name or Path(path).stem
+        info = ModelInfo(name=f"AudioCNN ({name})", checkpoint_id=ckpt.id, trained=True,
+                         num_classes=len(ckpt.classes), meta=ckpt.meta)
+        return cls(ckpt.build_model(), ckpt.feature_config, ckpt.classes, info, device)
+
+    @classmethod
+    def untrained(cls, seed: int = 0, device: str | None = None,
+                  model_config: ModelConfig = ModelConfig()) -> "Predictor":
+        """Random weights (seeded): the shapes are real, the predictions are meaningless.
+
+        BatchNorm statistics are calibrated on a few noise clips so activations
+        stay in a sane range; without that, random weights over raw dB input
+        saturate the softmax and the model "predicts" one class at 100%.
+        """
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = AudioCNN(model_config)
+            calibrate_batchnorm(model, LogMel(FeatureConfig()))
+        info = ModelInfo(name="AudioCNN (untrained)", checkpoint_id=None, trained=False,
+                         num_classes=model_config.num_classes)
+        return cls(model, FeatureConfig(), list(CLASSES[: model_config.num_classes]), info, device)
+
+    @classmethod
+    def from_settings(cls, checkpoint: Path | None, runs_dir: Path) -> "Predictor":
+        """The configured checkpoint, else the newest runs_dir/*/best.pt, else untrained."""
+        path = checkpoint or find_default_checkpoint(runs_dir)
+        return cls.from_checkpoint(path) if path else cls.untrained()
+
+    # -- analysis -----------------------------------------------------------------
+
+    def analyze_bytes(self, data: bytes, max_seconds: float | None = 30.0, **options) -> Analysis:
+        """Decode an audio file's bytes and analyse it; AudioError for bad input."""
+        t0 = time.perf_counter()
+        audio = decode_audio(data, max_seconds=max_seconds)
+        decode_ms = (time.perf_counter() - t0) * 1000
+        result = self.analyze(audio.samples, **options)
+        result.timing_ms = {"decode": decode_ms, **result.timing_ms}
+        result.timing_ms["total"] += decode_ms
+        return result
+
+    def analyze(self, samples: np.ndarray, top_k: int = 3, feature_maps: FeatureMapMode = "blocks",
+                window_hop: float = 2.5, channels_of: str | None = None,
+                channels_top: int = 8) -> Analysis:
+        """Analyse one clip: (n,) float32 mono at 44.1 kHz."""
+        t0 = time.perf_counter()
+        wave = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)).to(self.device)
+        with torch.inference_mode():
+            spec = self.features(wave)                       # (1, n_mels, frames)
+            t1 = time.perf_counter()
+            capture = feature_maps != "none" or channels_of is not None
+            with self._lock:
+                out = self.model(spec.unsqueeze(1), capture=capture)
+            logits, captured = out if capture else (out, {})
+            probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
+            t2 = time.perf_counter()
+            maps = self._channel_means(captured, feature_maps)
+            detail = self._top_channels(captured, channels_of, channels_top) if channels_of else None
+            windows = self._windows(wave, top_k, window_hop)
+        t3 = time.perf_counter()
+        return Analysis(
+            predictions=self._top_k(probs, top_k),
+            spectrogram=spec[0].cpu().numpy(),
+            feature_maps=maps,
+            waveform=waveform_envelope(samples),
+            sample_rate=SAMPLE_RATE,
+            duration=len(samples) / SAMPLE_RATE,
+            model=self.info,
+            windows=windows,
+            channel_maps=detail,
+            timing_ms={
+                "features": (t1 - t0) * 1000,
+                "forward": (t2 - t1) * 1000,
+                "postprocess": (t3 - t2) * 1000,
+                "total": (t3 - t0) * 1000,
+            },
+        )
+
+    def predict_batch(self, clips: list[np.ndarray], top_k: int = 3,
+                      batch_size: int = 16) -> list[list[Prediction]]:
+        """Top-k for many clips; clips of equal length share forward passes."""
+        results: list[list[Prediction] | None] = [None] * len(clips)
+        by_length: dict[int, list[int]] = {}
+        for i, clip in enumerate(clips):
+            by_length.setdefault(len(clip), []).append(i)
+        for indices in by_length.values():
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start : start + batch_size]
+                batch = torch.from_numpy(np.stack([clips[i] for i in chunk]).astype(np.float32))
+                for i, probs in zip(chunk, self.probabilities(batch)):
+                    results[i] = self._top_k(probs, top_k)
+        return results  # type: ignore[return-value]
+
+    def probabilities(self, waves: torch.Tensor) -> np.ndarray:
+        """(batch, samples) equal-length clips -> (batch, classes) softmax probabilities."""
+        with torch.inference_mode():
+            spec = self.features(waves.to(self.device))
+            with self._lock:
+                logits = self.model(spec.unsqueeze(1))
+            return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+    def architecture(self) -> dict:
+        """What GET /model answers: model info, configs, every layer, the total parameter count."""
+        layers = self.layers()
+        fc = self.feature_config
+        return {
+            "model": {**vars(self.info), "meta": _plain(self.info.meta)},
+            "config": self.model.config.to_dict(),
+            "features": fc.to_dict(),
+            "input_shape": [1, fc.n_mels, fc.frames(int(WINDOW_SECONDS * fc.sample_rate))],
+            "layers": layers,
+            "total_params": sum(r["params"] for r in layers if r["depth"] == 0),
+        }
+
+    def class_table(self) -> list[dict]:
+        """What GET /classes answers: index, name and ESC-50 category of every output."""
+        return [{"index": i, "name": c, "category": category_of(c)} for i, c in enumerate(self.classes)]
+
+    def layers(self) -> list[dict]:
+        """The architecture table (see `core.model.describe_layers`) for a 5 s clip."""
+        if self._layers is None:
+            frames = self.feature_config.frames(int(WINDOW_SECONDS * SAMPLE_RATE))
+            model = AudioCNN(self.model.config)  # a CPU copy: hooks never touch the served model
+            self._layers = describe_layers(model, self.feature_config.n_mels, frames)
+        return self._layers
+
+    # -- pieces ---------------------------------------------------------------------
+
+    def _top_k(self, probs: np.ndarray, k: int) -> list[Prediction]:
+        k = max(1, min(k, len(probs)))
+        order = np.argsort(-probs, kind="stable")[:k]
+        return [Prediction(self.classes[i], float(probs[i])) for i in order]
+
+    @staticmethod
+    def _channel_means(captured: dict[str, torch.Tensor], mode: FeatureMapMode) -> dict[str, np.ndarray]:
+        if mode == "none":
+            return {}
+        names = [n for n in captured if mode == "blocks" or ".block-" not in n]
+        means = [captured[n][0].float().mean(dim=0) for n in names]
+        return {n: np.nan_to_num(m.cpu().numpy()) for n, m in zip(names, means)}
+
+    @staticmethod
+    def _top_channels(captured: dict[str, torch.Tensor], layer: str, k: int) -> ChannelMaps:
+        if layer not in captured:
+            raise OptionError(f"Unknown layer {layer!r}; choose one of: {', '.join(captured)}.")
+        fmap = captured[layer][0].float()                   # (channels, h, w)
+        strength = fmap.mean(dim=(1, 2))
+        k = max(1, min(k, fmap.shape[0]))
+        top = torch.argsort(strength, descending=True)[:k]
+        return ChannelMaps(
+            layer=layer,
+            channels=[int(i) for i in top],
+            activation=[float(strength[i]) for i in top],
+            maps=np.nan_to_num(fmap[top].cpu().numpy()),
+        )
+
+    def _windows(self, wave: torch.Tensor, top_k: int, hop_seconds: float) -> list[Window]:
+        size = int(WINDOW_SECONDS * SAMPLE_RATE)
+        hop = max(1, int(hop_seconds * SAMPLE_RATE))
+        starts = window_starts(wave.shape[-1], size, hop)
+        if not starts:
+            return []
+        probs = self.probabilities(torch.stack([wave[s : s + size] for s in starts]))
+        return [
+            Window(start=s / SAMPLE_RATE, end=(s + size) / SAMPLE_RATE, predictions=self._top_k(p, top_k))
+            for s, p in zip(starts, probs)
+        ]

@@ -1,0 +1,266 @@
+"""The one inference server: `create_app(predictor)` -> FastAPI app (v1 contract, DESIGN.md).
+
+Used as is locally (`python -m core.server`) and on Modal (`serve_modal.py`).
+
+    POST /evaluate   {"audio_data": base64, "options": {...}} -> analysis (seed layout)
+    GET  /health     liveness, model, limits (never needs a token)
+    GET  /model      every layer with output shape and parameter count
+    GET  /classes    the class names with their ESC-50 categories
+
+Errors are always `{"error": {"code", "message"}}`: 400 bad audio or base64,
+401 token, 413 too large, 422 schema; a 500 only ever means a bug here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.gzip import GZipMiddleware
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.audio import AudioError
+from core.checkpoint import CheckpointError
+from core.inference import OptionError, Predictor
+from core.schema import (
+    API_VERSION, BadBase64Error, ErrorResponse, EvaluateRequest, EvaluateResponse,
+    analysis_to_wire, decode_audio_data, error_body, model_info_to_wire,
+)
+from core.settings import Settings
+
+log = logging.getLogger("audio_cnn.server")
+
+# Level 5 is most of level 9's size for a fraction of its time on float text/base64.
+GZIP_LEVEL = 5
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def json_response(body: Any, status: int = 200, headers: dict | None = None) -> Response:
+    content = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+    return Response(content, status_code=status, media_type="application/json", headers=headers)
+
+
+def error_response(status: int, code: str, message: str, headers: dict | None = None) -> Response:
+    return json_response(error_body(code, message), status, headers)
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over `max_bytes` with a 413 before anything parses them.
+
+    A declared Content-Length is checked before a byte is read; a chunked body
+    is counted as it arrives. At most `max_bytes` are ever held in memory.
+    """
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._refuse(scope, receive, send)
+        chunks, total = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > self.max_bytes:
+                return await self._refuse(scope, receive, send)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body, replayed = b"".join(chunks), False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope, receive, send):
+        mb = self.max_bytes / (1024 * 1024)
+        response = error_response(
+            413, "body_too_large",
+            f"The request body is larger than the server's limit of {mb:g} MB. "
+            "Send a shorter clip or a compressed format (FLAC, OGG, MP3).",
+            headers={"Connection": "close"},
+        )
+        await response(scope, receive, send)
+
+
+def create_app(predictor: Predictor, token: str | None = None, settings: Settings | None = None) -> FastAPI:
+    """The FastAPI app serving `predictor`; `token` (if set) is required as a bearer token."""
+    settings = settings or Settings()
+    app = FastAPI(
+        title="audio-cnn",
+        version=API_VERSION,
+        description="Environmental sound classification (ESC-50) with a ResNet-style CNN.",
+    )
+    app.state.predictor = predictor
+
+    def require_token(request: Request) -> None:
+        if not token:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            raise ApiError(401, "missing_token", "This endpoint needs 'Authorization: Bearer <token>'.",
+                           {"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise ApiError(401, "bad_token", "The bearer token is not valid for this endpoint.",
+                           {"WWW-Authenticate": "Bearer"})
+
+    protected = [Depends(require_token)]
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request, err: ApiError):
+        return error_response(err.status, err.code, err.message, err.headers)
+
+    @app.exception_handler(AudioError)
+    async def _audio_error(_request, err: AudioError):
+        return error_response(err.status, err.code, str(err))
+
+    @app.exception_handler(BadBase64Error)
+    async def _base64_error(_request, err: BadBase64Error):
+        return error_response(400, err.code, str(err))
+
+    @app.exception_handler(OptionError)
+    async def _option_error(_request, err: OptionError):
+        return error_response(422, "bad_option", str(err))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request, err: RequestValidationError):
+        return error_response(422, "invalid_request", describe_validation_errors(err.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request, err: StarletteHTTPException):
+        return error_response(err.status_code, f"http_{err.status_code}", str(err.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request, err: Exception):
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", f"Internal error ({type(err).__name__}); see the server log.")
+
+    @app.get("/health")
+    def health() -> dict:
+        return {
+            "status": "ok",
+            "api": API_VERSION,
+            "model": model_info_to_wire(predictor.info),
+            "limits": {"max_body_bytes": settings.max_body_bytes,
+                       "max_audio_seconds": settings.max_audio_seconds},
+            "auth": bool(token),
+        }
+
+    @app.get("/classes", dependencies=protected)
+    def classes() -> dict:
+        return {"classes": predictor.class_table()}
+
+    @app.get("/model", dependencies=protected)
+    def model() -> dict:
+        return predictor.architecture()
+
+    @app.post(
+        "/evaluate",
+        dependencies=protected,
+        response_model=None,
+        responses={200: {"model": EvaluateResponse}, 400: {"model": ErrorResponse},
+                   401: {"model": ErrorResponse}, 413: {"model": ErrorResponse},
+                   422: {"model": ErrorResponse}},
+    )
+    async def evaluate(request: EvaluateRequest) -> Response:
+        data = decode_audio_data(request.audio_data)
+        opts = request.options
+        analysis = await run_in_threadpool(
+            predictor.analyze_bytes, data, max_seconds=settings.max_audio_seconds,
+            top_k=opts.top_k, feature_maps=opts.feature_maps, window_hop=opts.window_hop,
+            channels_of=opts.channels_of, channels_top=opts.channels_top,
+        )
+        t0 = time.perf_counter()
+        content = await run_in_threadpool(
+            orjson.dumps, analysis_to_wire(analysis, opts.encoding), None, orjson.OPT_SERIALIZE_NUMPY
+        )
+        encode_ms = (time.perf_counter() - t0) * 1000
+        timing = ", ".join(f"{k};dur={v:.1f}" for k, v in {**analysis.timing_ms, "encode": encode_ms}.items())
+        return Response(content, media_type="application/json", headers={"Server-Timing": timing})
+
+    # Outermost last: CORS answers preflights and decorates every response,
+    # gzip compresses what the app says, the body limit guards everything inside.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=GZIP_LEVEL)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(settings.cors_origins),
+        allow_credentials=False,
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Content-Type", "Authorization"],
+        expose_headers=["Server-Timing"],
+    )
+    return app
+
+
+def describe_validation_errors(errors: list[dict]) -> str:
+    """FastAPI's error list -> one readable sentence per problem."""
+    parts = []
+    for e in errors[:5]:
+        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+        if e.get("type") == "json_invalid":
+            parts.append("The request body is not valid JSON.")
+        elif e.get("type") == "missing":
+            parts.append(f"Missing field '{loc}'.")
+        elif e.get("type") == "extra_forbidden":
+            parts.append(f"Unknown field '{loc}'.")
+        else:
+            parts.append(f"{loc or 'body'}: {e.get('msg', 'invalid value')}.")
+    return " ".join(parts) or "The request does not match the API schema."
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    settings = Settings.from_env()
+    parser = argparse.ArgumentParser(prog="python -m core.server", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--checkpoint", default=None, help="checkpoint file (default: newest runs/*/best.pt)")
+    parser.add_argument("--token", default=settings.token, help="require this bearer token (default: AUDIO_CNN_TOKEN)")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        predictor = Predictor.from_settings(
+            Path(args.checkpoint) if args.checkpoint else settings.checkpoint, settings.runs_dir)
+    except CheckpointError as err:
+        parser.exit(2, f"error: {err}\n")
+    if not predictor.info.trained:
+        log.warning("No checkpoint found: serving an UNTRAINED model. Its predictions are "
+                    "meaningless; train one (python train_modal.py --local ...) or pass --checkpoint.")
+    else:
+        log.info("Serving %s (checkpoint %s)", predictor.info.name, predictor.info.checkpoint_id)
+    uvicorn.run(create_app(predictor, token=args.token, settings=settings),
+                host=args.host, port=args.port, log_level="info")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Shared fixtures: generated audio, an untrained predictor, a real server on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from audio_factory import wav_bytes  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 120.0) -> None:
+    """Poll `url` until it answers 200 (ignoring any proxy settings), or fail with the server's output."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{out[-3000:]}")
+        try:
+            with opener.open(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def start_process(args: list[str], health_url: str, env: dict | None = None) -> subprocess.Popen:
+    proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for_http(health_url, proc)
+    except BaseException:
+        stop_process(proc)
+        raise
+    return proc
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def untrained_predictor():
+    from core.inference import Predictor
+
+    return Predictor.untrained()
+
+
+@pytest.fixture(scope="session")
+def clip_5s() -> bytes:
+    """A 5 s 44.1 kHz mono 16-bit WAV."""
+    return wav_bytes(5.0)
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory):
+    """`python -m core.server` on a free loopback port with an untrained model and token "s3cret".
+
+    Yields (base_url, token).
+    """
+    port = free_port()
+    runs = tmp_path_factory.mktemp("empty-runs")
+    env = {"AUDIO_CNN_RUNS_DIR": str(runs), "AUDIO_CNN_CHECKPOINT": ""}
+    proc = start_process(
+        [sys.executable, "-m", "core.server", "--host", "127.0.0.1", "--port", str(port), "--token", "s3cret"],
+        f"http://127.0.0.1:{port}/health", env,
+    )
+    yield f"http://127.0.0.1:{port}", "s3cret"
+    stop_process(proc)
