@@ -59,7 +59,7 @@ class LogMel(nn.Module):
             fmin=config.f_min, fmax=config.f_max, htk=True, norm=None,
         )
         # Not persistent: both are functions of the config, which the checkpoint stores.
-        self.register_buffer("mel_fb", torch.from_numpy(fb.T.astype(np.float32)), persistent=False)
+        self.register_buffer("mel_fb", torch.from_numpy(fb.astype(np.float32)), persistent=False)  # (n_mels, freqs)
         self.register_buffer("window", torch.hann_window(config.n_fft), persistent=False)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
@@ -72,9 +72,11 @@ class LogMel(nn.Module):
             window=self.window, center=True, pad_mode="reflect", return_complex=True,
         )
         power = spec.real.square() + spec.imag.square()          # (batch, freqs, frames)
-        mel = torch.matmul(power.transpose(1, 2), self.mel_fb)    # (batch, frames, n_mels)
-        db = 10.0 * torch.log10(torch.clamp(mel, min=1e-10)).transpose(1, 2)
-        return (db - self.config.norm_mean) / self.config.norm_std
+        db = torch.matmul(self.mel_fb, power)                     # (batch, n_mels, frames)
+        db = db.clamp_(min=1e-10).log10_().mul_(10.0)             # in place: no extra copies
+        if (self.config.norm_mean, self.config.norm_std) != (0.0, 1.0):
+            db = db.sub_(self.config.norm_mean).div_(self.config.norm_std)
+        return db
 
 
 def spec_augment(
