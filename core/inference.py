@@ -12,6 +12,7 @@ from JSON, out of the HTTP backend (`core.schema` converts both ways).
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,7 +23,8 @@ import numpy as np
 import torch
 
 from core.audio import SAMPLE_RATE, decode_audio
-from core.checkpoint import Checkpoint, load_checkpoint
+from core.batching import MicroBatcher
+from core.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from core.features import FeatureConfig, LogMel
 from core.labels import CLASSES, category_of
 from core.model import AudioCNN, ModelConfig, describe_layers
@@ -144,8 +146,45 @@ def find_default_checkpoint(runs_dir: Path) -> Path | None:
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
 
 
+def find_best_checkpoint(runs_dir: Path) -> Path | None:
+    """The best.pt of the run whose summary.json has the highest `best_val_accuracy`.
+
+    Runs may be nested (cross-validation folds: NAME/fold-k). A summary that
+    is missing, unreadable or has no number is skipped; with no usable
+    summary at all this falls back to the newest best.pt. Note that picking
+    the best of several runs by validation accuracy is itself a selection on
+    the validation fold: report accuracy on a fold none of them selected on.
+    """
+    scored = []
+    for best in Path(runs_dir).glob("**/best.pt"):
+        try:
+            summary = json.loads((best.parent / "summary.json").read_text())
+            accuracy = float(summary["best_val_accuracy"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if np.isfinite(accuracy):
+            scored.append((accuracy, best.stat().st_mtime, best))
+    if scored:
+        return max(scored)[2]
+    return find_default_checkpoint(runs_dir)
+
+
+def run_checkpoint(runs_dir: Path, run: str) -> Path:
+    """`runs_dir/<run>/best.pt`; CheckpointError naming the runs that do have one."""
+    path = Path(runs_dir) / run / "best.pt"
+    if path.is_file():
+        return path
+    have = sorted(str(p.parent.relative_to(runs_dir)) for p in Path(runs_dir).glob("**/best.pt"))
+    raise CheckpointError(f"Run {run!r} has no best.pt in {runs_dir}. "
+                          f"Runs with a checkpoint: {', '.join(have) or 'none'}.")
+
+
 class Predictor:
-    """Thread-safe: forwards are serialised (on CPU two at once only fight for the cores)."""
+    """Thread-safe: forwards are serialised (on CPU two at once only fight for the cores).
+
+    With `enable_batching`, concurrent forwards are instead gathered into
+    batched ones by a `core.batching.MicroBatcher` (one worker thread).
+    """
 
     def __init__(self, model: AudioCNN, feature_config: FeatureConfig, classes: list[str],
                  info: ModelInfo, device: str | torch.device | None = None):
@@ -157,6 +196,7 @@ class Predictor:
         self.info = ModelInfo(**{**info.__dict__, "device": str(self.device)})
         self._lock = threading.Lock()
         self._layers: list[dict] | None = None
+        self.batcher: MicroBatcher | None = None
 
     # -- construction -------------------------------------------------------------
 
@@ -191,6 +231,28 @@ class Predictor:
         path = checkpoint or find_default_checkpoint(runs_dir)
         return cls.from_checkpoint(path) if path else cls.untrained()
 
+    def to(self, device: str | torch.device) -> "Predictor":
+        """Move the model to `device` (e.g. after loading on CPU for a memory snapshot)."""
+        with self._lock:
+            self.device = torch.device(device)
+            self.model = self.model.to(self.device)
+            self.features = self.features.to(self.device)
+            self.info = ModelInfo(**{**self.info.__dict__, "device": str(self.device)})
+        return self
+
+    def enable_batching(self, max_batch: int = 16, max_wait_ms: float = 5.0) -> MicroBatcher:
+        """Gather concurrent forwards into batches of up to `max_batch` 5 s clips.
+
+        `max_batch` bounds both the clips in a pass and its input frames (as
+        many as `max_batch` 5 s clips hold), so long clips batch fewer at a
+        time. Idempotent: a second call keeps the running batcher.
+        """
+        if self.batcher is None:
+            frames_5s = self.feature_config.frames(int(WINDOW_SECONDS * SAMPLE_RATE))
+            self.batcher = MicroBatcher(self._locked_forward, max_items=max_batch,
+                                        max_wait_ms=max_wait_ms, max_cost=max_batch * frames_5s)
+        return self.batcher
+
     # -- analysis -----------------------------------------------------------------
 
     def analyze_bytes(self, data: bytes, max_seconds: float | None = 30.0, **options) -> Analysis:
@@ -213,9 +275,7 @@ class Predictor:
             spec = self.features(wave)                       # (1, n_mels, frames)
             t1 = time.perf_counter()
             capture = feature_maps != "none" or channels_of is not None
-            with self._lock:
-                out = self.model(spec.unsqueeze(1), capture=capture)
-            logits, captured = out if capture else (out, {})
+            logits, captured = self._forward(spec.unsqueeze(1), capture)
             probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
             t2 = time.perf_counter()
             maps = self._channel_means(captured, feature_maps)
@@ -259,8 +319,7 @@ class Predictor:
         """(batch, samples) equal-length clips -> (batch, classes) softmax probabilities."""
         with torch.inference_mode():
             spec = self.features(waves.to(self.device))
-            with self._lock:
-                logits = self.model(spec.unsqueeze(1))
+            logits, _ = self._forward(spec.unsqueeze(1), False)
             return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
     def architecture(self) -> dict:
@@ -289,6 +348,17 @@ class Predictor:
         return self._layers
 
     # -- pieces ---------------------------------------------------------------------
+
+    def _forward(self, x: torch.Tensor, capture: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """x (batch, 1, n_mels, frames) -> logits (batch, classes), captured maps (or {})."""
+        if self.batcher is not None:
+            return self.batcher.submit(x, capture)
+        return self._locked_forward(x, capture)
+
+    def _locked_forward(self, x: torch.Tensor, capture: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with self._lock:
+            out = self.model(x, capture=capture)
+        return out if capture else (out, {})
 
     def _top_k(self, probs: np.ndarray, k: int) -> list[Prediction]:
         k = max(1, min(k, len(probs)))

@@ -110,8 +110,14 @@ class BodyLimitMiddleware:
 
 
 def create_app(predictor: Predictor, token: str | None = None, settings: Settings | None = None) -> FastAPI:
-    """The FastAPI app serving `predictor`; `token` (if set) is required as a bearer token."""
+    """The FastAPI app serving `predictor`; `token` (if set) is required as a bearer token.
+
+    With `settings.batch_max > 1` (the default) concurrent requests share
+    forward passes: this turns on `predictor.enable_batching` (see core.batching).
+    """
     settings = settings or Settings()
+    if settings.batch_max > 1:
+        predictor.enable_batching(settings.batch_max, settings.batch_wait_ms)
     app = FastAPI(
         title="audio-cnn",
         version=API_VERSION,
@@ -171,6 +177,7 @@ def create_app(predictor: Predictor, token: str | None = None, settings: Setting
             "limits": {"max_body_bytes": settings.max_body_bytes,
                        "max_audio_seconds": settings.max_audio_seconds},
             "auth": bool(token),
+            "batching": _batching_status(predictor),
         }
 
     @app.get("/classes", dependencies=protected)
@@ -218,6 +225,14 @@ def create_app(predictor: Predictor, token: str | None = None, settings: Setting
         expose_headers=["Server-Timing"],
     )
     return app
+
+
+def _batching_status(predictor: Predictor) -> dict:
+    batcher = predictor.batcher
+    if batcher is None:
+        return {"enabled": False}
+    return {"enabled": True, "max_batch": batcher.max_items, "max_wait_ms": batcher.max_wait * 1000,
+            **batcher.stats.to_dict()}
 
 
 def describe_validation_errors(errors: list[dict]) -> str:

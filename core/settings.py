@@ -31,6 +31,8 @@ class Settings:
     cors_origins: tuple[str, ...] = ("*",)
     max_audio_seconds: float = 30.0      # longer clips are refused (413)
     max_body_mb: float = 20.0            # larger request bodies are refused (413)
+    batch_max: int = 16                  # server micro-batching: clips per forward; 1 turns it off
+    batch_wait_ms: float = 5.0           # how long a batch waits for company after its first clip
 
     @property
     def max_body_bytes(self) -> int:
@@ -78,6 +80,22 @@ def _convert(key: str, name: str, raw: Any) -> Any:
             raise SettingsError(f"{key} must be a number, got {text!r}") from None
         if not value > 0:
             raise SettingsError(f"{key} must be positive, got {text!r}")
+        return value
+    if name == "batch_max":
+        try:
+            value = int(text)
+        except ValueError:
+            raise SettingsError(f"{key} must be a whole number, got {text!r}") from None
+        if value < 1:
+            raise SettingsError(f"{key} must be at least 1 (1 turns batching off), got {text!r}")
+        return value
+    if name == "batch_wait_ms":
+        try:
+            value = float(text)
+        except ValueError:
+            raise SettingsError(f"{key} must be a number, got {text!r}") from None
+        if not 0 <= value <= 1000:
+            raise SettingsError(f"{key} must be between 0 and 1000 ms, got {text!r}")
         return value
     if name == "endpoint":
         if not text.startswith(("http://", "https://")):
