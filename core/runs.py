@@ -16,15 +16,16 @@ Public API
     with_smoothing(frame, weight) -> DataFrame      adds "smoothed", per (run, tag) series
     with_time_columns(frame, starts=None) -> DataFrame   adds "relative" (s since run start) and "wall" (UTC)
     best_epochs(frame, tag="val/accuracy", mode="max") -> DataFrame   run, step, value (first best)
-    hparam_diff(infos) -> DataFrame                 keys x runs, only keys whose values differ
+    hparam_diff(infos, ignore=NOT_HYPERPARAMETERS) -> DataFrame   keys x runs, only keys that differ
     scalars_csv(frame) -> str                       CSV text, floats written exactly
     EventCache / DEFAULT_CACHE                      parsed event files keyed by (path, size, mtime_ns)
 
-Status rule (RunInfo.status): "finished" if summary.json says {"status": "finished"};
-else "running" if any of the run's files changed within `running_window` seconds
-(default 10 min; the Volume sync keeps remote mtimes); else "stopped" for runs
-with config.json or summary.json (they went quiet without saying "finished"),
-and "finished" for seed runs, which never write a completion marker.
+Status rule (RunInfo.status): summary.json's "status" when it is "finished" or
+"stopped" (core.training writes both); else "running" if any of the run's files
+changed within `running_window` seconds (default 10 min; the Volume sync keeps
+remote mtimes); else "stopped" for runs with config.json or summary.json (quiet
+while saying "running": killed), and "finished" for seed runs, which never write
+a completion marker.
 
 Bad files never raise: an unreadable event file is skipped, and one that ends in
 an incomplete record or has a corrupt record part-way keeps the points before it
@@ -35,16 +36,19 @@ an incomplete record or has a corrupt record part-way keeps the points before it
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 import math
+import multiprocessing as mp
 import os
 import re
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +62,9 @@ SEED_TAGS = {
     "Learning_rate": "lr",
 }
 COLUMNS = ["run", "tag", "step", "wall_time", "value"]
+# Bookkeeping in core.training's config.json: differs between any two runs, tunes nothing.
+NOT_HYPERPARAMETERS = ("run_name", "created_at", "resumes", "runs_dir", "data_dir", "cache_dir",
+                       "data.root", "progress")
 RUNNING_WINDOW_S = 600.0
 # Below this many bytes to parse, starting worker processes costs more than it saves.
 PARALLEL_MIN_BYTES = 1 << 20
@@ -182,8 +189,8 @@ def _describe(root: Path, folder: Path, events: list[Path], now: float, window: 
     markers = [p for p in (folder / "config.json", folder / "summary.json") if p.exists()]
     last = max((_mtime(p) for p in [*events, *markers]), default=0.0)
     kind = "seed" if _SEED_NAME.fullmatch(folder.name) and not markers else "audio-cnn"
-    if summary.get("status") == "finished":
-        status = "finished"
+    if summary.get("status") in ("finished", "stopped"):
+        status = summary["status"]
     elif now - last < window:
         status = "running"
     else:
@@ -221,3 +228,370 @@ def _flatten(mapping: dict, prefix: str = "") -> dict:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+# ---------------------------------------------------------------- parsing
+
+def parse_event_file(path: str, size: int) -> ParsedFile:
+    """Read one event file with TensorBoard's EventAccumulator, keeping every scalar.
+
+    `size` is the file's size when listed. A live writer may have appended since:
+    those points are read too, but the integrity check judges only `size` bytes.
+    Never raises: a bad file comes back with `problem` set.
+    """
+    # Imported here: tensorboard takes ~0.4 s to import and most pages never parse.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util import tensor_util
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(size)
+        acc = EventAccumulator(path, size_guidance=_SIZE_GUIDANCE)
+        acc.Reload()
+    except Exception as exc:  # vanished, unreadable, not an event file: report, never crash
+        return ParsedFile({}, {}, None, f"{path}: skipped, could not be read ({exc})")
+    tags = acc.Tags()
+    scalars = {tag: _arrays(acc.Scalars(tag), lambda e: e.value) for tag in tags["scalars"]}
+    for tag in tags["tensors"]:  # TF2-style scalars arrive as tensors
+        meta = acc.summary_metadata.get(tag)  # public attribute; SummaryMetadata() raises
+        if meta is not None and meta.plugin_data.plugin_name == "scalars":
+            scalars.setdefault(tag, _arrays(
+                acc.Tensors(tag), lambda e: tensor_util.make_ndarray(e.tensor_proto).item()))
+    try:
+        first = acc.FirstEventTimestamp()
+    except ValueError:  # no readable event at all
+        first = None
+    problem = _integrity_problem(path, head, scalars, first is not None)
+    if first is None:
+        return ParsedFile({}, {}, None, problem)
+    return ParsedFile(scalars, _hparams(acc), first, problem)
+
+
+def _arrays(events, value_of) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (np.array([e.step for e in events], dtype=np.int64),
+            np.array([e.wall_time for e in events], dtype=np.float64),
+            np.array([value_of(e) for e in events], dtype=np.float64))
+
+
+def _integrity_problem(path: str, head: bytes, scalars: dict, any_event: bool) -> str | None:
+    """Say what TensorBoard's reader silently stopped at, if anything.
+
+    The reader stops quietly at the first bad or incomplete record. Walking the
+    record framing (8-byte length, 4-byte CRC, data, 4-byte CRC) without CRCs is
+    cheap; if the last complete record carrying a scalar is missing from what the
+    reader returned, it stopped part-way.
+    """
+    if not any_event:
+        return f"{path}: skipped, not a readable TensorBoard event file" if head else None
+    spans, pos = [], 0
+    while pos + 12 <= len(head):
+        length = int.from_bytes(head[pos:pos + 8], "little")
+        if pos + 16 + length > len(head):
+            break
+        spans.append((pos + 12, length))
+        pos += 16 + length
+    last = _last_scalar(head, spans, scalars)
+    if last is not None:
+        steps, walls, _ = scalars.get(last[0], (np.array([]), np.array([]), None))
+        if not np.any((steps == last[1]) & (walls == last[2])):
+            kept = sum(len(arrays[0]) for arrays in scalars.values())
+            return (f"{path}: corrupt record part-way through; "
+                    f"showing the {kept} points before it")
+    if pos < len(head):
+        return (f"{path}: ends in an incomplete record ({len(head) - pos} bytes), truncated "
+                "or still being written; showing the points before it")
+    return None
+
+
+def _last_scalar(head: bytes, spans: list, scalars: dict) -> tuple[str, int, float] | None:
+    from google.protobuf.message import DecodeError
+    from tensorboard.compat.proto import event_pb2
+
+    for start, length in reversed(spans[-100:]):
+        try:
+            event = event_pb2.Event.FromString(head[start:start + length])
+        except DecodeError:
+            continue
+        for value in event.summary.value:
+            if value.HasField("simple_value") or (value.HasField("tensor") and value.tag in scalars):
+                return value.tag, event.step, event.wall_time
+    return None
+
+
+def _hparams(acc) -> dict:
+    """Hyperparameters written by SummaryWriter.add_hparams (session start info)."""
+    from google.protobuf import json_format
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    try:
+        contents = acc.PluginTagToContent("hparams").values()
+    except KeyError:  # no add_hparams in this file
+        return {}
+    found: dict = {}
+    for content in contents:
+        data = plugin_data_pb2.HParamsPluginData.FromString(content)
+        if data.HasField("session_start_info"):
+            for key, value in data.session_start_info.hparams.items():
+                found[key] = json_format.MessageToDict(value)
+    return found
+
+
+# ---------------------------------------------------------------- loading
+
+_pool: tuple[int, ProcessPoolExecutor] | None = None  # (workers, pool)
+_pool_lock = threading.Lock()
+
+
+def _process_pool(workers: int) -> ProcessPoolExecutor:
+    """One long-lived pool: worker start-up (imports) is paid once per process."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != workers:
+            if _pool is not None:
+                _pool[1].shutdown(wait=False, cancel_futures=True)
+            # forkserver, not fork: the dashboard's process runs threads, and forking
+            # a threaded process can deadlock the child on a lock held at fork time.
+            method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+            context = mp.get_context(method)
+            if method == "forkserver":
+                context.set_forkserver_preload(
+                    ["tensorboard.backend.event_processing.event_accumulator", "core.runs"])
+            _pool = (workers, ProcessPoolExecutor(workers, mp_context=context))
+        return _pool[1]
+
+
+def _parse_all(jobs: list[tuple[str, int]], workers: int | None) -> list[ParsedFile]:
+    """Parse (path, size) jobs, in worker processes when that pays off.
+
+    The reader's CRC checks are pure Python and hold the GIL, so threads do not
+    help (measured slower than a plain loop); processes do.
+    """
+    if workers is None:  # this process parses too, so one worker fewer than cores
+        cores = os.cpu_count() or 1
+        big = sum(size for _, size in jobs) >= PARALLEL_MIN_BYTES
+        workers = min(cores - 1, len(jobs) - 1) if len(jobs) > 1 and big else 0
+    if workers > 0 and jobs:
+        try:
+            return _parse_with_pool(jobs, _process_pool(workers))
+        except (BrokenProcessPool, OSError, RuntimeError):
+            pass  # no processes here (sandbox, dead worker): parse in this one
+    return [parse_event_file(path, size) for path, size in jobs]
+
+
+def _parse_with_pool(jobs: list[tuple[str, int]], pool: ProcessPoolExecutor) -> list[ParsedFile]:
+    """Workers take jobs from the front while this process takes them from the back.
+
+    Submitting blocks while a new pool's workers import tensorboard (~1 s), so a
+    helper thread submits and this process parses meanwhile; afterwards it keeps
+    taking back any job no worker has started yet.
+    """
+    futures: list = [None] * len(jobs)
+    results: list[ParsedFile | None] = [None] * len(jobs)
+    lock, bounds = threading.Lock(), [0, len(jobs)]  # next job for the pool, end of unclaimed jobs
+
+    def claim(front: bool) -> int | None:
+        with lock:
+            if bounds[0] >= bounds[1]:
+                return None
+            if front:
+                bounds[0] += 1
+                return bounds[0] - 1
+            bounds[1] -= 1
+            return bounds[1]
+
+    def submit_all() -> None:
+        try:
+            while (i := claim(front=True)) is not None:
+                futures[i] = pool.submit(parse_event_file, *jobs[i])
+        except (BrokenProcessPool, OSError, RuntimeError):
+            return  # the jobs left without a future are parsed below
+
+    feeder = threading.Thread(target=submit_all, daemon=True)
+    feeder.start()
+    while (i := claim(front=False)) is not None:
+        results[i] = parse_event_file(*jobs[i])
+    feeder.join()
+    for i in reversed(range(len(jobs))):
+        if futures[i] is not None and not futures[i].cancel():
+            break  # a worker has it, and every job before it
+        if results[i] is None:  # never submitted (the pool failed) or taken back
+            results[i] = parse_event_file(*jobs[i])
+    return [result if result is not None else future.result()
+            for result, future in zip(results, futures)]
+
+
+def load_runs(root: str | Path, names: Iterable[str] | None = None, *,
+              cache: EventCache | None = None, workers: int | None = None,
+              now: float | None = None, running_window: float = RUNNING_WINDOW_S) -> RunsData:
+    """Load the runs under `root` (all, or those in `names`) into one tidy frame.
+
+    Only event files whose (size, mtime) changed since the last call are parsed.
+    `workers`: None picks processes when there is enough to parse, 0 parses here.
+    """
+    cache = DEFAULT_CACHE if cache is None else cache
+    infos = find_runs(root, now=now, running_window=running_window)
+    missing: list[str] = []
+    if names is not None:
+        wanted, by_name = list(dict.fromkeys(names)), {info.name: info for info in infos}
+        missing = [f"run {name!r} not found under {root}" for name in wanted if name not in by_name]
+        infos = [by_name[name] for name in wanted if name in by_name]
+    problems = [p for info in infos for p in info.problems] + missing
+    keys: dict[str, tuple[int, int]] = {}
+    for path in (str(p) for info in infos for p in info.event_files):
+        try:
+            stat = os.stat(path)
+        except OSError as exc:
+            problems.append(f"{path}: skipped, {exc.strerror}")
+            continue
+        keys[path] = (stat.st_size, stat.st_mtime_ns)
+    parsed = {path: cache.get(path, key) for path, key in keys.items()}
+    todo = [path for path, hit in parsed.items() if hit is None]
+    for path, result in zip(todo, _parse_all([(p, keys[p][0]) for p in todo], workers)):
+        cache.put(path, keys[path], result)
+        parsed[path] = result
+    parts: list[tuple] = []
+    runs = []
+    for info in infos:
+        files = [parsed[str(p)] for p in info.event_files if str(p) in parsed]
+        problems += [f.problem for f in files if f.problem]
+        series = _merge_files(files)
+        parts += [(info.name, tag, *arrays) for tag, arrays in series.items()]
+        runs.append(_enrich(info, files, series))
+    return RunsData(_frame(parts), runs, problems)
+
+
+def _merge_files(files: list[ParsedFile]) -> dict[str, tuple[np.ndarray, ...]]:
+    """Per tag, the run's points in file order, seed tags renamed.
+
+    A resumed run starts a new event file and repeats the steps after its last
+    checkpoint: from the first step a newer file logs, the newer file wins.
+    """
+    series: dict[str, tuple[np.ndarray, ...]] = {}
+    for parsed in files:
+        for raw_tag, arrays in parsed.scalars.items():
+            tag = SEED_TAGS.get(raw_tag, raw_tag)
+            if tag in series and len(arrays[0]):
+                keep = series[tag][0] < arrays[0].min()
+                arrays = tuple(np.concatenate([old[keep], new]) for old, new in zip(series[tag], arrays))
+            series[tag] = arrays
+    return series
+
+
+def _enrich(info: RunInfo, files: list[ParsedFile], series: dict) -> RunInfo:
+    hparams: dict = {}
+    for parsed in files:
+        hparams |= parsed.hparams
+    firsts = [f.first_wall_time for f in files if f.first_wall_time is not None]
+    start = min(firsts) if firsts else _seed_start(info)
+    steps, _, values = series.get("val/accuracy", (np.array([]), None, np.array([])))
+    epochs = info.summary.get("epochs_completed", len(np.unique(steps)) or None)
+    best_epoch, best_acc = info.summary.get("best_epoch"), info.summary.get("best_val_accuracy")
+    finite = np.isfinite(values)
+    if best_epoch is None and finite.any():
+        at = int(np.argmax(np.where(finite, values, -np.inf)))  # first best, as argmax
+        best_epoch, best_acc = int(steps[at]), float(values[at])
+    return dataclasses.replace(info, hparams=hparams, start_time=start, epochs=epochs,
+                               best_epoch=best_epoch, best_val_accuracy=best_acc)
+
+
+def _seed_start(info: RunInfo) -> float | None:
+    found = _SEED_NAME.fullmatch(info.path.name)
+    if not found:
+        return None
+    return datetime.strptime(found.group(1), "%Y%m%d_%H%M%S").timestamp()  # local time, as written
+
+
+def _frame(parts: list[tuple]) -> pd.DataFrame:
+    lengths = [len(part[2]) for part in parts]
+    if not parts:
+        return pd.DataFrame({"run": pd.Series(dtype=str), "tag": pd.Series(dtype=str),
+                             "step": pd.Series(dtype=np.int64),
+                             "wall_time": pd.Series(dtype=np.float64),
+                             "value": pd.Series(dtype=np.float64)})
+    return pd.DataFrame({
+        "run": np.repeat(np.array([p[0] for p in parts], dtype=object), lengths),
+        "tag": np.repeat(np.array([p[1] for p in parts], dtype=object), lengths),
+        "step": np.concatenate([p[2] for p in parts]),
+        "wall_time": np.concatenate([p[3] for p in parts]),
+        "value": np.concatenate([p[4] for p in parts]),
+    })
+
+
+# ---------------------------------------------------------------- comparing
+
+def smooth(values: Sequence[float] | np.ndarray, weight: float) -> np.ndarray:
+    """TensorBoard's scalar smoothing of one series, exactly (its `classicSmoothing`).
+
+    Over the finite values y: last = last*w + (1-w)*y, shown = last / (1 - w**n),
+    n = finite values so far (no debiasing when w == 1). Non-finite values pass
+    through untouched; a constant series comes back as is; w is clamped to [0, 1]
+    and a non-finite w counts as 0. In: (n,) values. Out: (n,) float64.
+    """
+    y = np.array(values, dtype=np.float64)
+    w = min(max(float(weight), 0.0), 1.0) if math.isfinite(weight) else 0.0
+    if y.size == 0 or np.all(y == y[0]):
+        return y
+    last, n = 0.0, 0
+    for i, value in enumerate(y.tolist()):
+        if not math.isfinite(value):
+            continue
+        last = last * w + (1 - w) * value
+        n += 1
+        y[i] = last if w == 1 else last / (1 - w ** n)
+    return y
+
+
+def with_smoothing(frame: pd.DataFrame, weight: float) -> pd.DataFrame:
+    """A copy of `frame` with "smoothed": `smooth` over each (run, tag) series in frame order."""
+    out = frame.copy()
+    out["smoothed"] = frame.groupby(["run", "tag"], sort=False)["value"].transform(
+        lambda v: smooth(v.to_numpy(), weight))
+    return out
+
+
+def with_time_columns(frame: pd.DataFrame, starts: dict[str, float | None] | None = None) -> pd.DataFrame:
+    """A copy with "relative" (seconds since the run started) and "wall" (UTC datetime).
+
+    `starts`: run -> start (RunInfo.start_time); a run without one starts at its first point.
+    """
+    out = frame.copy()
+    first = frame.groupby("run")["wall_time"].transform("min")
+    if starts:
+        given = frame["run"].map(lambda run: starts.get(run)).astype(np.float64)
+        first = given.where(given.notna(), first)
+    out["relative"] = frame["wall_time"] - first
+    out["wall"] = pd.to_datetime(frame["wall_time"], unit="s", utc=True)
+    return out
+
+
+def best_epochs(frame: pd.DataFrame, tag: str = "val/accuracy", mode: str = "max") -> pd.DataFrame:
+    """Per run, the first step where `tag` is best ("max" or "min"): columns run, step, value."""
+    sub = frame[(frame["tag"] == tag) & np.isfinite(frame["value"])]
+    values = sub.groupby("run", sort=False)["value"]
+    at = values.idxmax() if mode == "max" else values.idxmin()
+    return sub.loc[at.to_numpy(), ["run", "step", "value"]].reset_index(drop=True)
+
+
+def hparam_diff(infos: Sequence[RunInfo], ignore: Iterable[str] = NOT_HYPERPARAMETERS) -> pd.DataFrame:
+    """Hyperparameters that differ between runs: index "param" (sorted), one column per run.
+
+    A key some runs lack differs; their cell is None. Keys matching an `ignore`
+    pattern (fnmatch) are left out. Fewer than two runs: no rows.
+    """
+    params = {info.name: info.params for info in infos}
+    keys = sorted(k for k in set().union(*params.values())
+                  if not any(fnmatch.fnmatchcase(k, pattern) for pattern in ignore))
+    missing = object()
+
+    def canonical(value):  # lists and dicts compare by content, 1 and 1.0 are not the same setting
+        return "<missing>" if value is missing else json.dumps(value, sort_keys=True, default=str)
+
+    differ = [k for k in keys if len({canonical(p.get(k, missing)) for p in params.values()}) > 1]
+    return pd.DataFrame({name: [p.get(k) for k in differ] for name, p in params.items()},
+                        index=pd.Index(differ, name="param"), dtype=object)
+
+
+def scalars_csv(frame: pd.DataFrame) -> str:
+    """CSV text of a scalars frame: COLUMNS first, then any extra columns; floats round-trip."""
+    columns = [c for c in COLUMNS if c in frame] + [c for c in frame if c not in COLUMNS]
+    return frame.to_csv(index=False, columns=columns, lineterminator="\n")
