@@ -1,0 +1,131 @@
+"""train_modal.py: imports without Modal credentials, and its local mode trains, stops and resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import ROOT
+from esc50_factory import make_dataset
+
+from core.checkpoint import load_checkpoint
+
+SMALL_MODEL = ["--num-classes", "5", "--stem-channels", "8", "--widths", "8,16,32,64", "--depths", "1,1,1,1"]
+
+
+def bare_env(tmp_path: Path) -> dict:
+    """No Modal token or config file, one thread per process (the suite shares two cores)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
+    return env | {"HOME": str(tmp_path), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A dataset, an empty HOME and a runs folder; `cli(*flags)` builds a local-mode command."""
+    base = tmp_path_factory.mktemp("train-modal")
+    data = make_dataset(base / "data" / "ESC-50-master", clips_per_fold=2)
+    runs = base / "runs"
+    (base / "home").mkdir()
+
+    def cli(run_name: str, *extra: str, epochs: int = 4) -> list[str]:
+        return [sys.executable, "train_modal.py", "--local", "--data-dir", str(data.parent),
+                "--runs-dir", str(runs), "--run-name", run_name, "--epochs", str(epochs),
+                "--batch-size", "4", "--no-progress", *SMALL_MODEL, *extra]
+
+    return {"cli": cli, "runs": runs, "env": bare_env(base / "home"), "data": data}
+
+
+@pytest.fixture(scope="module")
+def local_run(setup):
+    proc = subprocess.run(setup["cli"]("local"), cwd=ROOT, env=setup["env"], capture_output=True,
+                          text=True, timeout=600)
+    return proc
+
+
+def test_imports_without_modal_credentials(tmp_path):
+    code = "import train_modal; print(type(train_modal.app).__name__, train_modal.train_remote is not None)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=bare_env(tmp_path),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["App", "True"]
+
+
+def test_modal_run_hands_its_flags_to_the_same_parser():
+    import train_modal
+    from modal.cli.run import _get_click_command_for_local_entrypoint
+
+    command = _get_click_command_for_local_entrypoint(train_modal.app, train_modal.main)
+    flags = ["--epochs", "7", "--run-name", "gpu-run", "--gpu", "H100", "--test-fold", "5", "--val-fold", "4",
+             "--train-folds", "1,2,3"]
+    ctx = command.make_context("main", list(flags), obj={})
+    args = train_modal.build_parser().parse_args(ctx.args)
+    config = train_modal.config_from_args(args)
+    assert (config.epochs, config.run_name, config.test_fold, config.train_folds) == (7, "gpu-run", 5, (1, 2, 3))
+    assert args.gpu == "H100"
+
+
+def test_local_mode_trains_end_to_end(local_run, setup):
+    assert local_run.returncode == 0, local_run.stderr[-3000:]
+    assert "status finished" in local_run.stdout
+    run = setup["runs"] / "local"
+    assert {"best.pt", "last.pt", "config.json", "summary.json"} <= {p.name for p in run.iterdir()}
+    assert list(run.glob("events.out.tfevents.*"))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["epochs_completed"] == 4
+
+
+def test_sigterm_saves_last_pt_and_resume_matches_the_uninterrupted_run(local_run, setup):
+    assert local_run.returncode == 0
+    proc = subprocess.Popen(setup["cli"]("sigterm"), cwd=ROOT, env=setup["env"], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = []
+    for line in proc.stdout:
+        output.append(line)
+        if line.startswith("epoch 1/"):  # training epoch 2 has begun
+            proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 130, "".join(output)
+    run = setup["runs"] / "sigterm"
+    assert json.loads((run / "summary.json").read_text())["status"] == "stopped"
+    extra = load_checkpoint(run / "last.pt").extra
+    assert extra["epoch"] == 2 or (extra["epoch"], extra["batch"]) == (3, 0)
+
+    resumed = subprocess.run(setup["cli"]("sigterm", "--resume"), cwd=ROOT, env=setup["env"],
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    def scalars(path: Path) -> dict:
+        acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
+        acc.Reload()
+        return {t: [(e.step, e.value) for e in acc.Scalars(t)]
+                for t in ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "lr")}
+
+    assert scalars(run) == scalars(setup["runs"] / "local")
+    assert load_checkpoint(run / "last.pt").id == load_checkpoint(setup["runs"] / "local" / "last.pt").id
+
+
+def test_a_broken_dataset_exits_with_a_message_naming_the_file(setup, tmp_path):
+    import shutil
+
+    root = Path(shutil.copytree(setup["data"], tmp_path / "ESC-50-master",
+                                ignore=shutil.ignore_patterns(".feature-cache")))
+    victim = sorted((root / "audio").iterdir())[0]
+    victim.unlink()
+    args = setup["cli"]("broken")
+    args[args.index("--data-dir") + 1] = str(tmp_path)
+    proc = subprocess.run(args, cwd=ROOT, env=setup["env"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert f"audio/{victim.name} is listed in meta/esc50.csv but does not exist" in proc.stderr
+    assert not (setup["runs"] / "broken").exists()
+
+
+def test_without_local_it_says_how_to_run_on_modal(tmp_path):
+    proc = subprocess.run([sys.executable, "train_modal.py", "--epochs", "1"], cwd=ROOT,
+                          env=bare_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "modal run train_modal.py" in proc.stderr
