@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,11 @@ from core.audio import AudioError
 from core.inference import Analysis, ModelInfo, OptionError, Predictor
 from core.schema import analysis_from_wire, model_info_from_wire
 from core.settings import Settings
+
+
+# A Modal proxy-auth token ("wk-...:ws-..."): sent as Modal-Key / Modal-Secret headers,
+# which Modal's edge checks before a container starts (serve_modal.py's default).
+PROXY_TOKEN = re.compile(r"^(wk-[^:\s]+):(ws-\S+)$")
 
 
 class BackendError(Exception):
@@ -93,6 +99,9 @@ class HttpBackend:
 
     Connection errors and 502/503/504 (a cold-starting or restarting server)
     are retried with exponential backoff; 4xx answers never are.
+
+    `token` is either the server's bearer token or, for a Modal endpoint
+    with proxy auth, a proxy-auth token pair written "wk-...:ws-...".
     """
 
     def __init__(self, endpoint: str, token: str | None = None, timeout: float = 120.0,
@@ -107,7 +116,10 @@ class HttpBackend:
         self.session.mount("http://", HTTPAdapter(max_retries=retry))
         self.session.mount("https://", HTTPAdapter(max_retries=retry))
         self.session.headers["Accept-Encoding"] = "gzip"
-        if token:
+        proxy = PROXY_TOKEN.match(token or "")
+        if proxy:
+            self.session.headers.update({"Modal-Key": proxy[1], "Modal-Secret": proxy[2]})
+        elif token:
             self.session.headers["Authorization"] = f"Bearer {token}"
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
@@ -137,7 +149,10 @@ class HttpBackend:
             code, message = detail["code"], detail["message"]
         except (ValueError, KeyError, TypeError):
             code, message = f"http_{status}", response.text[:200].strip() or response.reason
-        if status == 401:
+        if status == 401 and "proxy auth" in message:
+            message = (f"The Modal endpoint wants a proxy-auth token ({message}). Set AUDIO_CNN_TOKEN "
+                       "to 'wk-...:ws-...' (create one: modal workspace proxy-tokens create).")
+        elif status == 401:
             message = f"The endpoint refused the token ({message}). Check AUDIO_CNN_TOKEN."
         elif status in (502, 503, 504):
             message = (f"The endpoint is unavailable ({status}) after retries; a Modal app may be "
