@@ -40,6 +40,9 @@ from core.settings import Settings
 
 log = logging.getLogger("audio_cnn.server")
 
+# What FastAPI raises (as a 400) when it cannot even start parsing a JSON body.
+FASTAPI_BODY_ERROR = "There was an error parsing the body"
+
 # Level 5 is most of level 9's size for a fraction of its time on float text/base64.
 GZIP_LEVEL = 5
 
@@ -161,6 +164,10 @@ def create_app(predictor: Predictor, token: str | None = None, settings: Setting
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request, err: StarletteHTTPException):
+        if err.status_code == 400 and err.detail == FASTAPI_BODY_ERROR:
+            # FastAPI's answer to a body that is not UTF-8 (found by tests/test_fuzz.py):
+            # the same 422 as any other body that is not JSON.
+            return error_response(422, "invalid_request", "The request body is not valid JSON (not UTF-8 text).")
         return error_response(err.status_code, f"http_{err.status_code}", str(err.detail))
 
     @app.exception_handler(Exception)
