@@ -5,6 +5,7 @@
     modal run train_modal.py --run-name sel4 --train-folds 1,2,3 --val-fold 4 --test-fold 5
     modal run train_modal.py --cv --run-name cv                          # 5-fold cross-validation
     modal run train_modal.py --gpu H100 --timeout 7200 --epochs 100 --run-name big
+    modal run --detach train_modal.py --run-name overnight               # survives closing the terminal
     python train_modal.py --local --data-dir data --runs-dir runs --epochs 3 --run-name try
 
 Both modes parse the same flags (`python train_modal.py --help`) into a
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import modal
@@ -128,34 +130,41 @@ def run_training(config, resume: bool, cv: bool, on_epoch_end=None) -> dict:
               volumes={DATA_MOUNT: data_volume, RUNS_MOUNT: runs_volume})
 def train_remote(argv: list[str]) -> dict:
     """Runs in the container: data from the data Volume, the run into the runs Volume."""
-    import json
+    return train_on_volumes(argv, DATA_MOUNT, RUNS_MOUNT, data_volume.commit, runs_volume.commit)
 
+
+def train_on_volumes(argv: list[str], data_dir: str, runs_dir: str,
+                     commit_data: Callable[[], None], commit_runs: Callable[[], None]) -> dict:
+    """The container's work, without Modal: prepare data once, train, publish every epoch.
+
+    An unfinished run that already has a last.pt is resumed: that is how a
+    preempted (restarted) function continues instead of failing.
+    """
     from core.esc50 import prepare
+    from core.evaluation import read_json
 
     args = build_parser().parse_args(argv)
-    args.data_dir, args.runs_dir = DATA_MOUNT, RUNS_MOUNT
-    args.cache_dir = args.cache_dir or f"{DATA_MOUNT}/feature-cache"
+    args.data_dir, args.runs_dir = data_dir, runs_dir
+    args.cache_dir = args.cache_dir or f"{data_dir}/feature-cache"
     config = config_from_args(args)
     prepare(config.data_dir, config.data_url, config.data_sha256, config.download, config.progress)
-    data_volume.commit()  # ESC-50 is downloaded once, for every later run
+    commit_data()  # ESC-50 is downloaded once, for every later run
 
-    run_dir = Path(RUNS_MOUNT) / config.run_name
-    summary_path = run_dir / "summary.json"
-    unfinished = (run_dir / "last.pt").exists() and (
-        not summary_path.exists() or json.loads(summary_path.read_text()).get("status") != "finished")
+    run_dir = Path(runs_dir) / config.run_name
+    unfinished = (run_dir / "last.pt").exists() and read_json(run_dir / "summary.json").get("status") != "finished"
     cache_committed = False
 
     def publish(_row: dict) -> None:
         nonlocal cache_committed
         if not cache_committed:  # the feature cache was built before the first epoch
-            data_volume.commit()
+            commit_data()
             cache_committed = True
-        runs_volume.commit()  # the summary writer has flushed: the dashboard sees this epoch
+        commit_runs()  # the writer has flushed: a dashboard syncing the Volume sees this epoch
 
     try:
         return run_training(config, args.resume or unfinished or args.cv, args.cv, publish)
     finally:
-        runs_volume.commit()
+        commit_runs()
 
 
 @app.local_entrypoint()

@@ -129,3 +129,42 @@ def test_without_local_it_says_how_to_run_on_modal(tmp_path):
     proc = subprocess.run([sys.executable, "train_modal.py", "--epochs", "1"], cwd=ROOT,
                           env=bare_env(tmp_path), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "modal run train_modal.py" in proc.stderr
+
+
+def test_container_work_publishes_every_epoch_and_a_restarted_input_resumes(setup, tmp_path):
+    """What train_remote does in Modal, with the Volume commits replaced by counters."""
+    import shutil
+
+    import torch
+
+    import train_modal
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(setup["data"], data_dir / "ESC-50-master", ignore=shutil.ignore_patterns(".feature-cache"))
+    commits = {"data": 0, "runs": 0}
+    preempt_after = {"runs": 2}
+
+    def commit_runs():
+        commits["runs"] += 1
+        if commits["runs"] == preempt_after["runs"]:
+            os.kill(os.getpid(), signal.SIGTERM)  # what Modal sends before it restarts the input
+
+    def commit_data():
+        commits["data"] += 1
+
+    argv = ["--run-name", "volume-run", "--epochs", "4", "--batch-size", "4", "--no-progress", *SMALL_MODEL]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        first = train_modal.train_on_volumes(argv, str(data_dir), str(tmp_path / "runs"), commit_data, commit_runs)
+        assert first["status"] == "stopped" and first["epochs_completed"] == 2
+        assert commits["runs"] == 2 + 1 + 1  # two epochs, the stop, the final commit
+        preempt_after["runs"] = -1
+        again = train_modal.train_on_volumes(argv, str(data_dir), str(tmp_path / "runs"), commit_data, commit_runs)
+    finally:
+        torch.set_num_threads(threads)
+    assert again["status"] == "finished" and again["epochs_completed"] == 4
+    assert commits["runs"] == 4 + 2 + 1
+    assert commits["data"] == 4  # after download (twice) and after the feature cache is built (twice)
+    config = json.loads((tmp_path / "runs" / "volume-run" / "config.json").read_text())
+    assert len(config["resumes"]) == 1 and config["resumes"][0]["epoch"] == 3
