@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--device", default=d.device, help="auto, cuda, mps or cpu")
     run = p.add_argument_group("run")
     run.add_argument("--run-name", default=d.run_name, help="default: run-YYYYmmdd-HHMMSS")
-    run.add_argument("--resume", action="store_true", help="continue the run from its last.pt")
+    run.add_argument("--resume", action="store_true", help="continue the run from its last.pt, with the hyperparameters saved in it")
     run.add_argument("--cv", action="store_true", help="5-fold cross-validation: runs NAME/fold-1..5")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     data = p.add_argument_group("data")

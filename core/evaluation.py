@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.audio import SAMPLE_RATE
 from core.esc50 import ESC50, Split
 
 STEP_MEANING = "one scalar point per epoch; step = epoch number, starting at 1"
@@ -200,7 +201,7 @@ def config_json(config: dict, data: ESC50, split: Split, environment: dict, prev
         "protocol": split.protocol,
         "data": {
             "root": str(data.root), "clips": len(data.clips), "classes": list(data.classes),
-            "clip_seconds": data.clip_samples / 44100,
+            "clip_seconds": data.clip_samples / SAMPLE_RATE,
             "clips_per_fold": {f"fold-{f}": len(data.indices([f])) for f in range(1, 6)},
             "train_clips": len(data.indices(split.train_folds)),
             "val_clips": len(data.indices([split.val_fold])),
