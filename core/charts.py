@@ -1,0 +1,346 @@
+"""Figure builders: analysis data -> Altair charts (2-D) and a pydeck Deck (3-D). Pure functions.
+
+Nothing here imports Streamlit or torch; pages pass in what a Backend
+returned and place the figure. Inputs are plain arrays and dicts:
+
+    predictions_chart     top-k objects with .label/.confidence -> bar chart, coloured by ESC-50 category
+    waveform_chart        peak envelope (min, max interleaved)   -> min/max band over time in s
+    spectrogram_chart     (n_mels, frames) dB + mel centres Hz   -> heatmap, time s x frequency Hz (mel-spaced axis)
+    timeline_chart        per-window top-k of a long clip        -> one bar per 5 s window
+    feature_map_grid      {name: (h, w)} channel means           -> grid of heatmaps with hover stats
+    channel_grid          (k, h, w) single channels              -> grid of heatmaps
+    architecture_deck     GET /model layer rows                  -> 3-D blocks in an OrbitView (no map)
+    layer_table           GET /model layer rows                  -> DataFrame for st.dataframe
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import pydeck as pdk
+
+from core.labels import CATEGORIES, category_of, pretty
+
+SCHEMES = ("viridis", "magma", "inferno", "plasma", "cividis", "blueorange", "greys")
+# One colour per part of the network in the 3-D view.
+STAGE_COLOURS: dict[str, tuple[int, int, int]] = {
+    "stem": (23, 190, 207),
+    "layer2": (31, 119, 180),
+    "layer3": (44, 160, 44),
+    "layer4": (255, 127, 14),
+    "layer5": (214, 39, 40),
+    "head": (148, 103, 189),
+}
+_CATEGORY_SCALE = alt.Scale(domain=list(CATEGORIES), scheme="tableau10")
+AXIS_WIDTH = 64  # fixed y-axis width, so charts stacked on a page share one time axis
+_HZ_LABEL = "datum.value >= 1000 ? format(datum.value / 1000, '~g') + ' kHz' : format(datum.value, '~g') + ' Hz'"
+
+
+def _time_axis(duration: float, title: str | None = "Time (s)") -> alt.X:
+    return alt.X("t0:Q", title=title, scale=alt.Scale(domain=[0, max(duration, 1e-3)], nice=False))
+
+
+def predictions_chart(predictions: Sequence[Any], trained: bool = True) -> alt.Chart:
+    """Top-k bar chart: one bar per prediction (confidence 0-1), coloured by ESC-50 category.
+
+    An untrained model's chart says so in its title: its bars are noise.
+    """
+    df = pd.DataFrame({
+        "label": [pretty(p.label) for p in predictions],
+        "confidence": [float(p.confidence) for p in predictions],
+        "category": [category_of(p.label) for p in predictions],
+    })
+    title = "Top predictions" if trained else "Top predictions: UNTRAINED model, these are meaningless"
+    bars = alt.Chart(df, title=title).mark_bar().encode(
+        x=alt.X("confidence:Q", title="Confidence", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
+        y=alt.Y("label:N", title=None, sort=None),
+        color=alt.Color("category:N", title="ESC-50 category", scale=_CATEGORY_SCALE,
+                        legend=alt.Legend(orient="right", labelLimit=240)),
+        tooltip=[alt.Tooltip("label:N", title="class"), alt.Tooltip("confidence:Q", format=".1%"),
+                 alt.Tooltip("category:N")],
+    )
+    text = bars.mark_text(align="left", dx=4).encode(text=alt.Text("confidence:Q", format=".1%"), color=alt.value("#444"))
+    # A height per row (Step): Streamlit squeezes a fixed total height of a layered chart.
+    return (bars + text).properties(height=alt.Step(34))
+
+
+def envelope_frame(envelope: np.ndarray, duration: float, sample_rate: int) -> pd.DataFrame:
+    """Envelope -> DataFrame(t0, t1 s, lo, hi) with one row per bucket.
+
+    The backend sends min and max of each bucket interleaved; a clip shorter
+    than the envelope size comes back as its raw samples (one row each).
+    """
+    values = np.asarray(envelope, dtype=np.float32)
+    n_samples = duration * sample_rate
+    if n_samples > len(values) and len(values) % 2 == 0 and len(values) > 0:
+        lo, hi = values[0::2], values[1::2]
+    else:
+        lo = hi = values
+    edges = np.linspace(0.0, duration, len(lo) + 1)
+    return pd.DataFrame({"t0": edges[:-1], "t1": edges[1:], "lo": np.minimum(lo, hi), "hi": np.maximum(lo, hi)})
+
+
+def waveform_chart(envelope: np.ndarray, duration: float, sample_rate: int, height: int = 110) -> alt.Chart:
+    """The clip's amplitude over time: a band between each bucket's min and max (peaks never aliased)."""
+    df = envelope_frame(envelope, duration, sample_rate)
+    return alt.Chart(df).mark_area(color="#4c78a8", opacity=0.9, interpolate="step-after").encode(
+        x=_time_axis(duration, title=None),
+        y=alt.Y("lo:Q", title="Amplitude", scale=alt.Scale(domain=[-1, 1]),
+                axis=alt.Axis(minExtent=AXIS_WIDTH, maxExtent=AXIS_WIDTH, values=[-1, 0, 1])),
+        y2="hi:Q",
+        tooltip=[alt.Tooltip("t0:Q", title="time (s)", format=".3f"),
+                 alt.Tooltip("lo:Q", title="min", format=".3f"), alt.Tooltip("hi:Q", title="max", format=".3f")],
+    ).properties(height=height)
+
+
+def mel_band_edges(mel_hz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centre frequencies (n_mels,) Hz -> (lower, upper) Hz of each row, halfway between neighbours in mel.
+
+    Uses the HTK mel formula, 2595 log10(1 + f/700), which the signal chain's filterbank uses too.
+    """
+    m = 2595.0 * np.log10(1.0 + np.asarray(mel_hz, dtype=np.float64) / 700.0)
+    half = np.diff(m) / 2 if len(m) > 1 else np.array([1.0])
+    edges = np.concatenate([[max(m[0] - half[0], 0.0)], m[:-1] + half, [m[-1] + half[-1]]])
+    hz = 700.0 * (10.0 ** (edges / 2595.0) - 1.0)
+    return hz[:-1], hz[1:]
+
+
+def pool_columns(values: np.ndarray, max_columns: int) -> tuple[np.ndarray, int]:
+    """(h, w) -> (h, ceil(w / g)) column means over groups of g columns, with g chosen so <= max_columns remain.
+
+    Display only: the browser then draws at most h * max_columns rectangles
+    however long the clip (a 30 s clip has 2584 spectrogram frames).
+    """
+    values = np.asarray(values, dtype=np.float32)
+    h, w = values.shape
+    group = max(1, math.ceil(w / max_columns))
+    cols = math.ceil(w / group)
+    if group == 1:
+        return values, 1
+    padded = np.full((h, cols * group), np.nan, dtype=np.float32)
+    padded[:, :w] = values
+    return np.nanmean(padded.reshape(h, cols, group), axis=2), group
+
+
+def _long_frame(values: np.ndarray, name: str) -> pd.DataFrame:
+    """(h, w) -> DataFrame(row, col, name) with one row per cell (int16 indices keep it small)."""
+    h, w = values.shape
+    rows, cols = np.meshgrid(np.arange(h, dtype=np.int16), np.arange(w, dtype=np.int16), indexing="ij")
+    return pd.DataFrame({"row": rows.ravel(), "col": cols.ravel(), name: values.ravel()})
+
+
+def spectrogram_chart(spec: np.ndarray, mel_hz: np.ndarray, seconds_per_frame: float, duration: float,
+                      scheme: str = "magma", height: int = 340, max_columns: int = 400) -> alt.Chart:
+    """Log-mel heatmap: time in s across, frequency in Hz up on a mel-spaced axis, colour in dB.
+
+    `spec` (n_mels, frames) dB, `mel_hz` (n_mels,) centre of each row in Hz,
+    `seconds_per_frame` = hop / sample rate. The y scale is symlog with
+    constant 700, which is exactly the HTK mel scale (2595 log10(1 + f/700))
+    up to a factor: rows come out evenly spaced, as the model sees them,
+    while the axis reads in Hz. Only (row, col, dB) travel per cell; band
+    edges come from a 128-row lookup table and times from the column index.
+    """
+    frames = np.asarray(spec).shape[1]
+    pooled, group = pool_columns(spec, max_columns)
+    df = _long_frame(pooled, "db")
+    f_lo, f_hi = mel_band_edges(mel_hz)
+    bands = pd.DataFrame({"row": np.arange(len(mel_hz), dtype=np.int16), "f0": f_lo, "f1": f_hi,
+                          "hz": np.asarray(mel_hz, dtype=np.float64)})
+    col_s, end_s = group * seconds_per_frame, frames * seconds_per_frame
+    top = float(f_hi[-1])
+    # Each cell reaches halfway into the next row and column; later cells are drawn on top, so
+    # the picture is exact and the hairline seams between adjacent rectangles disappear.
+    bands["f1"] = np.append(f_hi[:-1] + (f_hi[1:] - f_lo[1:]) / 2, top)
+    ticks = [t for t in (0, 500, 1000, 2000, 4000, 8000, 16000) if t <= top]
+    return alt.Chart(df).mark_rect(clip=True).encode(
+        x=_time_axis(duration), x2="t1:Q",
+        y=alt.Y("f0:Q", title="Frequency (Hz, mel scale)",
+                scale=alt.Scale(type="symlog", constant=700, domain=[0, top], nice=False),
+                axis=alt.Axis(values=ticks, labelExpr=_HZ_LABEL, minExtent=AXIS_WIDTH, maxExtent=AXIS_WIDTH)),
+        y2="f1:Q",
+        color=alt.Color("db:Q", title="dB", scale=alt.Scale(scheme=scheme),
+                        legend=alt.Legend(orient="bottom", gradientLength=300)),
+        tooltip=[alt.Tooltip("t0:Q", title="time (s)", format=".2f"),
+                 alt.Tooltip("hz:Q", title="mel bin centre (Hz)", format=",.0f"),
+                 alt.Tooltip("db:Q", title="dB", format=".1f")],
+    ).transform_lookup(
+        lookup="row", from_=alt.LookupData(bands, "row", ["f0", "f1", "hz"]),
+    ).transform_calculate(
+        t0=f"datum.col * {col_s!r}", t1=f"min((datum.col + 1.5) * {col_s!r}, {end_s!r})",
+    ).properties(height=height)
+
+
+def timeline_chart(windows: Sequence[Any], duration: float, trained: bool = True) -> alt.Chart:
+    """One bar per analysed 5 s window of a long clip, labelled with its top class (windows overlap)."""
+    df = pd.DataFrame([{
+        "window": f"{w.start:.1f}-{w.end:.1f} s", "t0": w.start, "t1": w.end,
+        "top": pretty(w.predictions[0].label), "category": category_of(w.predictions[0].label),
+        "confidence": w.predictions[0].confidence,
+        "top_k": ", ".join(f"{pretty(p.label)} {p.confidence:.0%}" for p in w.predictions),
+    } for w in windows])
+    title = "Top class per 5 s window" + ("" if trained else " (untrained model: meaningless)")
+    base = alt.Chart(df, title=title).encode(
+        y=alt.Y("window:N", sort=None, title=None, axis=alt.Axis(minExtent=AXIS_WIDTH)),
+        tooltip=["window:N", alt.Tooltip("top_k:N", title="top-k")],
+    )
+    bars = base.mark_bar(cornerRadius=3).encode(
+        x=_time_axis(duration), x2="t1:Q",
+        color=alt.Color("category:N", scale=_CATEGORY_SCALE, legend=None),
+    )
+    text = base.mark_text(align="left", dx=6, color="white").encode(
+        x="t0:Q", text=alt.Text("label:N"),
+    ).transform_calculate(label="datum.top + ' ' + format(datum.confidence, '.0%')")
+    return (bars + text).properties(height=alt.Step(30))
+
+
+def _heatmap(values: np.ndarray, title: str, scheme: str, width: int, height: int, label: str,
+             max_columns: int = 128) -> alt.Chart:
+    """One (h, w) map as a heatmap; row 0 (lowest frequency) at the bottom, like the spectrogram.
+
+    Long maps are pooled to `max_columns` columns; the hover shows the true shape.
+
+    Only (row, col, value) travel to the browser; the hover statistics are
+    computed there (joinaggregate), so a grid of 37 maps stays a few hundred kB.
+    """
+    values = np.nan_to_num(np.asarray(values, dtype=np.float32))
+    h, w_full = values.shape
+    pooled, _ = pool_columns(values, max_columns)  # long clips: stats below are of the pooled map
+    w = pooled.shape[1]
+    df = _long_frame(pooled, "value")
+    return alt.Chart(df, title=alt.TitleParams(title, fontSize=11)).mark_rect(clip=True).encode(
+        x=alt.X("col:Q", axis=None, scale=alt.Scale(domain=[0, w], nice=False)), x2="col2:Q",
+        y=alt.Y("row:Q", axis=None, scale=alt.Scale(domain=[0, h], nice=False)), y2="row2:Q",
+        color=alt.Color("value:Q", scale=alt.Scale(scheme=scheme), legend=None),
+        tooltip=[alt.Tooltip("layer:N"), alt.Tooltip("value:Q", format=".3f"),
+                 alt.Tooltip("min:Q", format=".3f"), alt.Tooltip("max:Q", format=".3f"),
+                 alt.Tooltip("mean:Q", format=".3f"), alt.Tooltip("shape:N"),
+                 alt.Tooltip("row:Q"), alt.Tooltip("col:Q")],
+    ).transform_joinaggregate(
+        min="min(value)", max="max(value)", mean="mean(value)",
+    ).transform_calculate(
+        # cells overlap their neighbours by half a cell: no seams (see spectrogram_chart)
+        col2="datum.col + 1.5", row2="datum.row + 1.5",
+        layer=json.dumps(label), shape=json.dumps(f"{h} x {w_full}"),
+    ).properties(width=width, height=height)
+
+
+def stage_of(name: str) -> str:
+    """"layer3.block-1.relu" -> "layer3"; the stem (layer1) -> "stem"; anything after the stages -> "head"."""
+    head = name.split(".", 1)[0]
+    if head == "layer1":
+        return "stem"
+    return head if head in STAGE_COLOURS else "head"
+
+
+def group_by_stage(names: Sequence[str]) -> dict[str, list[str]]:
+    """Network-ordered layer names grouped by stage, order kept."""
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        groups.setdefault(stage_of(n), []).append(n)
+    return groups
+
+
+def feature_map_grid(maps: Mapping[str, np.ndarray], scheme: str = "viridis", columns: int = 4,
+                     width: int = 200, height: int = 64) -> alt.ConcatChart:
+    """Channel-mean maps {name: (h, w)} -> a grid of heatmaps, one colour scale per map, hover stats."""
+    charts = [_heatmap(v, name, scheme, width, height, name) for name, v in maps.items()]
+    return alt.concat(*charts, columns=columns).resolve_scale(color="independent")
+
+
+def channel_grid(layer: str, channels: Sequence[int], activation: Sequence[float], maps: np.ndarray,
+                 scheme: str = "viridis", columns: int = 4, width: int = 200, height: int = 64) -> alt.ConcatChart:
+    """A layer's strongest single channels, maps (k, h, w) strongest first, titled by channel and mean."""
+    charts = [
+        _heatmap(m, f"channel {c} (mean {a:.2f})", scheme, width, height, f"{layer} channel {c}")
+        for c, a, m in zip(channels, activation, maps)
+    ]
+    return alt.concat(*charts, columns=columns).resolve_scale(color="independent")
+
+
+def architecture_blocks(layers: Sequence[Mapping[str, Any]], gap: float = 5.0) -> list[dict[str, Any]]:
+    """GET /model layer rows -> one 3-D block per layer the network is made of, in order, with geometry.
+
+    The stem, every residual block and the head layers each become a box:
+    thickness along x = channels / 32 (it doubles with every stage), width
+    along y = time frames w / 2, height along z = frequency rows h / 2 (one
+    scale for both, so the shrinking maps read true). Plain cartesian units.
+    """
+    chosen = [r for r in layers if (r["depth"] == 0 and r["type"] != "Stage") or r["type"] == "ResidualBlock"]
+    blocks, x = [], 0.0
+    for r in chosen:
+        channels, h, w = (list(r["output_shape"]) + [1, 1])[:3]
+        thick, depth, elevation = max(1.0, channels / 32), max(1.0, w / 2), max(1.0, h / 2)
+        stage = stage_of(r["name"])
+        blocks.append({
+            "name": r["name"], "type": r["type"], "stage": stage,
+            "shape": " x ".join(str(s) for s in r["output_shape"]), "params": f"{r['params']:,}",
+            "polygon": [[x, -depth / 2], [x + thick, -depth / 2], [x + thick, depth / 2], [x, depth / 2]],
+            "elevation": elevation, "colour": list(STAGE_COLOURS[stage]) + [230],
+            "x0": x, "x1": x + thick, "channels": channels,
+        })
+        x += thick + gap
+    return blocks
+
+
+def stage_labels(blocks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One label per stage, centred under its blocks on the floor in front: text and [x, y, z].
+
+    In front rather than above: deck.gl depth-tests text, and a label above a
+    stage hides behind the taller blocks of the stage before it. The stem is
+    the exception: one thin block next to layer2, with nothing before it, so
+    its label goes above it, where the two labels cannot collide.
+    """
+    front = -max((b["polygon"][2][1] for b in blocks), default=0) - 12
+    labels = []
+    for stage, members in group_by_stage([b["name"] for b in blocks]).items():
+        chosen = [b for b in blocks if b["name"] in members]
+        x = (chosen[0]["x0"] + chosen[-1]["x1"]) / 2
+        if stage == "stem":
+            labels.append({"text": "stem", "position": [x, 0, chosen[0]["elevation"] + 8]})
+            continue
+        text = "head" if stage == "head" else f"{stage}\n{chosen[0]['channels']} ch"
+        labels.append({"text": text, "position": [x, front, 0]})
+    return labels
+
+
+def architecture_deck(layers: Sequence[Mapping[str, Any]], height: int = 520) -> pdk.Deck:
+    """The network as 3-D blocks in a deck.gl OrbitView (no base map), coloured by stage, with tooltips."""
+    blocks = architecture_blocks(layers)
+    length = blocks[-1]["x1"] if blocks else 1.0
+    boxes = pdk.Layer(
+        "PolygonLayer", blocks, id="blocks", get_polygon="polygon", extruded=True, wireframe=True,
+        get_elevation="elevation", get_fill_color="colour", get_line_color=[40, 40, 40],
+        pickable=True, auto_highlight=True,
+    )
+    labels = pdk.Layer(
+        "TextLayer", stage_labels(blocks), id="stage-labels", get_position="position", get_text="text",
+        get_size=15, get_color=[50, 50, 50], billboard=True,
+    )
+    view = pdk.View(type="OrbitView", controller=True)
+    # Seen from the front left, so the stem end looms larger: aim a little left of the middle and
+    # zoom (log2 of pixels per unit) so the chain spans about 700 px of a ~900 px wide canvas.
+    state = pdk.ViewState(target=[length * 0.42, 0, 4], rotation_orbit=10, rotation_x=25,
+                          zoom=math.log2(700 / length), min_zoom=-3, max_zoom=6)
+    return pdk.Deck(
+        layers=[boxes, labels], views=[view], initial_view_state=state, map_style=None, map_provider=None,
+        height=height,
+        tooltip={"html": "<b>{name}</b> ({type})<br/>output {shape}<br/>{params} parameters",
+                 "style": {"fontSize": "12px"}},
+    )
+
+
+def layer_table(layers: Sequence[Mapping[str, Any]], max_depth: int = 1) -> pd.DataFrame:
+    """GET /model layer rows down to `max_depth` -> DataFrame(layer, type, output shape, parameters)."""
+    rows = [r for r in layers if r["depth"] <= max_depth]
+    return pd.DataFrame({
+        "layer": ["\u2003" * r["depth"] + r["name"] for r in rows],
+        "type": [r["type"] for r in rows],
+        "output shape": [" x ".join(str(s) for s in r["output_shape"]) for r in rows],
+        "parameters": [int(r["params"]) for r in rows],
+    })
