@@ -1,0 +1,22 @@
+"""Spectrogram: the current clip's log-mel input to the model, with its waveform on the same time axis."""
+
+import streamlit as st
+
+from core import charts
+from pages import ui
+
+st.title("Spectrogram")
+clip = ui.current_clip()
+analysis = ui.analysis_of(clip) if clip else None
+if not clip:
+    ui.no_clip_yet()
+elif analysis is not None:
+    scheme = st.columns([1, 3])[0].selectbox("Colour scale", charts.SCHEMES, index=charts.SCHEMES.index("magma"),
+                                             key="scheme", bind="query-params")
+    fc = ui.feature_config()
+    st.caption(f"Clip `{clip}`, {analysis.duration:.2f} s: {fc.n_mels} mel bins from {fc.f_min:g} to "
+               f"{fc.f_max:g} Hz, one frame every {fc.hop_length} samples ({1000 * fc.hop_length / fc.sample_rate:.1f} ms), "
+               "power in dB. Hover for values.")
+    st.altair_chart(charts.waveform_chart(analysis.waveform, analysis.duration, analysis.sample_rate), width="stretch")
+    st.altair_chart(charts.spectrogram_chart(analysis.spectrogram, fc.mel_frequencies(), fc.hop_length / fc.sample_rate,
+                                             analysis.duration, scheme=scheme, height=440), width="stretch")

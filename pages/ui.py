@@ -1,0 +1,247 @@
+"""The one place for code the pages share: settings, backend, analyses, the current clip, messages.
+
+    settings()          env first, then .streamlit/secrets.toml (guarded: without one, st.secrets raises)
+    backend()           the Backend, built once per process (st.cache_resource)
+    analysis_of(...)    a clip's Analysis, computed once per (backend, clip hash, options) (st.cache_data)
+    current_clip()      the clip every page shows: ?clip=<hash> in the URL, else this session's last one
+    show_error(...)     every backend/settings error becomes an st.error here
+    untrained_warning   the warning every screen with predictions carries
+    copy_link()         the shareable URL of what is on screen, in a code box with a copy button
+
+State model: the clip lives in `?clip=` (the bytes in the ClipStore, by
+hash) and in session state (Streamlit drops query params on a page switch,
+so each page writes `clip=` back). Page options are widgets bound to the
+URL with `bind="query-params"`: a link carries both.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+import streamlit as st
+
+from core.checkpoint import CheckpointError
+from core.client import Backend, BackendError, Health, make_backend
+from core.clip_store import DEFAULT_MAX_MB, ClipStore, clip_hash, default_clips_dir, is_clip_hash
+from core.features import FeatureConfig
+from core.inference import Analysis, ModelInfo
+from core.settings import Settings, SettingsError
+
+CLIP = "clip"  # the query parameter and session key of the current clip
+HOW_TO_GET_A_CHECKPOINT = (
+    "Train one with `python train_modal.py --local --data-dir DIR --runs-dir runs` "
+    "(the newest `runs/*/best.pt` is picked up on restart), point `AUDIO_CNN_CHECKPOINT` at a `.pt` file, "
+    "or set `AUDIO_CNN_ENDPOINT` to a deployed endpoint."
+)
+
+
+def secrets() -> Mapping[str, Any]:
+    """st.secrets when a secrets.toml exists, else {} (reading st.secrets without one raises)."""
+    try:
+        return st.secrets if st.secrets.load_if_toml_exists() else {}
+    except Exception:  # a broken secrets.toml: the env still works, and Streamlit logs the parse error
+        return {}
+
+
+def setting(key: str) -> str | None:
+    """A raw `AUDIO_CNN_*` value that Settings does not own: env first, then secrets."""
+    value = os.environ.get(key) or secrets().get(key)
+    return str(value).strip() if value not in (None, "") else None
+
+
+def settings() -> Settings:
+    """Settings from the environment, then .streamlit/secrets.toml (the same keys)."""
+    try:
+        return Settings.from_sources(os.environ, secrets())
+    except SettingsError as err:
+        st.error(f"Configuration error: {err}", icon=":material/error:")
+        st.stop()
+
+
+@st.cache_resource(show_spinner="Loading the model...")
+def _backend(s: Settings) -> Backend:
+    return make_backend(s)
+
+
+def backend() -> Backend:
+    """The configured backend (endpoint, or the in-process model), one per process and settings."""
+    try:
+        return _backend(settings())
+    except (CheckpointError, OSError, BackendError) as err:
+        st.error(f"Could not start the inference backend: {err}", icon=":material/error:")
+        st.stop()
+
+
+@st.cache_data(ttl=20, show_spinner=False)
+def _health(_b: Backend, name: str) -> Health:
+    return _b.health()
+
+
+def health() -> Health:
+    """The backend's health, re-checked at most every 20 s (the sidebar shows it on every rerun)."""
+    b = backend()
+    return _health(b, b.name)
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _architecture(_b: Backend, name: str) -> dict:
+    return _b.architecture()
+
+
+def architecture() -> dict:
+    """GET /model of the backend: model info, configs, every layer, total_params."""
+    b = backend()
+    try:
+        return _architecture(b, b.name)
+    except BackendError as err:
+        show_error(err)
+        st.stop()
+
+
+def feature_config() -> FeatureConfig:
+    """The signal chain the backend's model uses (mel bins, hop), from its own architecture answer."""
+    return FeatureConfig.from_dict(architecture()["features"])
+
+
+@st.cache_resource
+def _clip_store(root: str, mb: float) -> ClipStore:
+    return ClipStore(root, max_bytes=int(mb * 1024 * 1024))
+
+
+def clip_store() -> ClipStore:
+    """The clip store: AUDIO_CNN_CLIPS_DIR (else ~/.cache/audio-cnn/clips), at most AUDIO_CNN_CLIPS_MB (256)."""
+    try:
+        mb = float(setting("AUDIO_CNN_CLIPS_MB") or DEFAULT_MAX_MB)
+        return _clip_store(str(setting("AUDIO_CNN_CLIPS_DIR") or default_clips_dir()), mb)
+    except ValueError as err:
+        st.error(f"Configuration error: AUDIO_CNN_CLIPS_MB must be a positive number ({err}).", icon=":material/error:")
+        st.stop()
+
+
+@st.cache_data(max_entries=64, show_spinner="Analysing...")
+def _analyze(_b: Backend, backend_id: str, clip: str, options: tuple, _data: bytes) -> Analysis:
+    # Keyed by (backend, clip hash, options): the bytes themselves are never hashed again.
+    return _b.analyze(_data, **dict(options))
+
+
+def analyze(data: bytes, **options: Any) -> tuple[str, Analysis]:
+    """Analyse new bytes (raises BackendError); on success the clip joins the store. Returns (hash, analysis)."""
+    b = backend()
+    key = clip_hash(data)
+    # id(b): settings that build another backend (another limit, checkpoint) never share results
+    result = _analyze(b, f"{b.name}#{id(b)}", key, tuple(sorted(options.items())), data)
+    clip_store().put(data)
+    return key, result
+
+
+def analysis_of(clip: str, **options: Any) -> Analysis | None:
+    """The analysis of a stored clip with these options, or None (the reason is already on screen)."""
+    data = clip_store().get(clip)
+    if data is None:
+        st.warning(f"Clip `{clip}` is not in this dashboard's clip store (it keeps the most recently used "
+                   "clips up to a size cap, on the machine that runs the dashboard). Upload it again on Predict.")
+        return None
+    try:
+        return analyze(data, **options)[1]
+    except BackendError as err:
+        show_error(err)
+        return None
+
+
+def current_clip() -> str | None:
+    """The clip to show: `?clip=` if the URL names one, else this session's; keeps the URL in step."""
+    from_url = st.query_params.get(CLIP)
+    if from_url and is_clip_hash(from_url):
+        st.session_state[CLIP] = from_url
+    elif from_url:
+        st.warning(f"Ignoring `?clip={from_url[:40]}`: not a clip id.")
+        del st.query_params[CLIP]
+    if st.session_state.get(CLIP) and st.query_params.get(CLIP) != st.session_state[CLIP]:
+        st.query_params[CLIP] = st.session_state[CLIP]  # a page switch drops query params: put it back
+    return st.session_state.get(CLIP)
+
+
+def set_current_clip(clip: str) -> None:
+    st.session_state[CLIP] = clip
+    st.query_params[CLIP] = clip
+
+
+def clip_bytes(clip: str) -> bytes | None:
+    return clip_store().get(clip)
+
+
+def audio_mime(data: bytes) -> str:
+    """The player's MIME type, sniffed from the file's magic bytes (browsers need it for non-WAV)."""
+    if data[:4] == b"fLaC":
+        return "audio/flac"
+    if data[:4] == b"OggS":
+        return "audio/ogg"
+    if data[:3] == b"ID3" or (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0):
+        return "audio/mpeg"
+    return "audio/wav"
+
+
+def upload_limit_mb() -> int:
+    """The upload limit in whole MB: the backend's body limit (what the server would refuse anyway)."""
+    return max(1, math.floor(settings().max_body_mb))
+
+
+def show_error(err: BaseException | str, where: Any = st) -> None:
+    """The one way an error reaches the screen: plain words, never a traceback."""
+    message = err.message if isinstance(err, BackendError) else str(err)
+    where.error(message, icon=":material/error:")
+
+
+def untrained_warning(model: ModelInfo | None, where: Any = st, short: bool = False) -> None:
+    """The warning on every screen that shows predictions of an untrained model."""
+    if model is None or model.trained:
+        return
+    if short:
+        where.warning("**Untrained model**: its predictions are random and meaningless.", icon=":material/warning:")
+    else:
+        where.warning("**Untrained model: these predictions are random and meaningless.** "
+                      + HOW_TO_GET_A_CHECKPOINT, icon=":material/warning:")
+
+
+def no_clip_yet() -> None:
+    st.info("No clip analysed yet: upload or record one on the Predict page.", icon=":material/info:")
+    st.page_link("pages/predict.py", label="Go to Predict", icon=":material/upload:")
+
+
+def share_url() -> str | None:
+    """The URL of this page with every query parameter (clip and bound widgets), or None outside a browser."""
+    base = st.context.url
+    if not base:
+        return None
+    params = st.query_params.to_dict()
+    return base + ("?" + urlencode(params) if params else "")
+
+
+def copy_link() -> None:
+    """A 'Copy link' box in the sidebar: the code box's copy button puts the URL on the clipboard."""
+    url = share_url()
+    if url:
+        st.sidebar.markdown("**Copy link** to this view")
+        st.sidebar.code(url, language=None, wrap_lines=True)
+
+
+def new_input(widget: str, file: Any) -> bytes | None:
+    """The bytes of an upload/recording the first time this widget holds them, else None.
+
+    Streamlit reruns the page on every interaction while the widget keeps
+    its file; without this, a bad file would be sent again on each rerun.
+    Emptying the widget forgets its file, so adding it again reselects it.
+    """
+    seen = st.session_state.setdefault("_seen_inputs", {})
+    if file is None:
+        seen.pop(widget, None)
+        return None
+    data = file.getvalue()
+    if seen.get(widget) == clip_hash(data):
+        return None
+    seen[widget] = clip_hash(data)
+    return data
