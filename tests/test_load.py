@@ -1,4 +1,6 @@
-"""Load: 200 concurrent requests against `python serve_modal.py --local` on 127.0.0.1.
+"""Load and memory: `python serve_modal.py --local` on 127.0.0.1 holds under pressure.
+
+Load: 200 concurrent requests with 0 failures and correct results.
 
 24 client threads (a bounded pool, loopback only) send ten different clips
 of two lengths, with and without feature maps, so the micro-batcher mixes
@@ -6,18 +8,24 @@ shapes and capture modes. Every answer must be a 200 and equal, within float
 tolerance, to an in-process analysis of the same clip by the same
 (seed-0 untrained) model: a request can never get a neighbour's result.
 Timings are the benchmark's business (bench/bench_serving.py), not this test's.
+
+Memory: the server's resident set (VmRSS) and its peak (VmHWM), read from
+/proc/<pid>/status, stay within stated bounds over the warmed-up server for
+30 s clips and bodies at the 20 MB limit, do not grow from round to round,
+and an over-limit body is refused without being held or decoded.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from audio_factory import wav_bytes
+from audio_factory import encode, tone, wav_bytes
 from conftest import free_port, start_process, stop_process
 
 from core.inference import Predictor
@@ -88,3 +96,105 @@ def test_the_server_still_answers_after_the_load(server):
     r = requests.post(f"{server}/evaluate", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60,
                       json={"audio_data": base64.b64encode(wav_bytes(1.0)).decode(), "options": {"feature_maps": "none"}})
     assert r.status_code == 200 and len(r.json()["predictions"]) == 3
+
+
+# -- memory ------------------------------------------------------------------------------------
+
+MB = 1024 * 1024
+# Bounds on the peak RSS above the warmed-up server (measured on CPU, torch 2.13: about
+# +420 MB sequentially, +870 MB for four at once; the model and libraries are ~600 MB).
+SEQUENTIAL_BOUND_MB = 600   # one 30 s clip or one 20 MB body at a time, full feature maps
+CONCURRENT_BOUND_MB = 1300  # two 30 s clips and two 20 MB bodies at once
+ROUND_GROWTH_MB = 64        # RSS after round 4 vs after round 2 (4 heavy requests): no leak
+OVER_LIMIT_GROWTH_MB = 40   # a 200 MB streamed body: the server holds at most its 20 MB limit
+
+
+def memory(pid: int) -> dict[str, float]:
+    """{"VmRSS": MB, "VmHWM": MB} of a process, from /proc/<pid>/status."""
+    values = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) / 1024  # kB -> MB
+    return values
+
+
+@pytest.fixture(scope="module")
+def heavy():
+    """Request bodies: a 30 s 44.1 kHz clip, and a 96 kHz stereo float WAV just under the 20 MB limit."""
+    limit_wav = encode(tone(20.4, 96000, channels=2), 96000, "WAV", "FLOAT")
+    limit_body = json.dumps({"audio_data": base64.b64encode(limit_wav).decode()}).encode()
+    assert 0.99 * 20 * MB < len(limit_body) <= 20 * MB
+    clip_30s = json.dumps({"audio_data": base64.b64encode(wav_bytes(30.0)).decode()}).encode()
+    return {"30 s clip": clip_30s, "20 MB body": limit_body}
+
+
+@pytest.fixture(scope="module")
+def memory_server(tmp_path_factory):
+    """A fresh server, warmed up by one 5 s request; yields (url, pid, baseline memory)."""
+    port = free_port()
+    env = {"AUDIO_CNN_RUNS_DIR": str(tmp_path_factory.mktemp("no-runs")), "AUDIO_CNN_CHECKPOINT": ""}
+    proc = start_process([sys.executable, "serve_modal.py", "--local", "--port", str(port), "--token", TOKEN],
+                         f"http://127.0.0.1:{port}/health", env)
+    url = f"http://127.0.0.1:{port}"
+    assert post(url, json.dumps({"audio_data": base64.b64encode(wav_bytes(5.0)).decode()}).encode()).status_code == 200
+    yield url, proc.pid, memory(proc.pid)
+    stop_process(proc)
+
+
+def post(url: str, body, timeout: float = 300) -> requests.Response:
+    return requests.post(f"{url}/evaluate", data=body, timeout=timeout,
+                         headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+
+
+# These run in file order: the first needs the baseline before anything heavy has run.
+
+
+def test_over_limit_bodies_are_refused_before_they_are_decoded_or_held(memory_server):
+    url, pid, baseline = memory_server
+    forwards = requests.get(f"{url}/health", timeout=30).json()["batching"]["items"]
+    # A valid WAV, but 21 MB of JSON: refused on its declared length, so never decoded.
+    over = json.dumps({"audio_data": base64.b64encode(wav_bytes(24.0, 96000, channels=2, subtype="FLOAT")).decode()})
+    assert len(over) > 20 * MB
+    r = post(url, over)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"  # not audio_too_long
+
+    def streamed():  # 200 MB, chunked: no length to check up front
+        yield b'{"audio_data": "'
+        for _ in range(200):
+            yield b"A" * MB
+        yield b'"}'
+
+    try:
+        assert post(url, streamed()).status_code == 413
+    except requests.exceptions.ConnectionError:
+        pass  # the server may close the socket as soon as it has answered 413
+    assert requests.get(f"{url}/health", timeout=30).json()["batching"]["items"] == forwards  # no forward ran
+    assert memory(pid)["VmHWM"] - baseline["VmHWM"] < OVER_LIMIT_GROWTH_MB
+
+
+def test_30s_clips_and_limit_bodies_keep_rss_bounded_and_flat(memory_server, heavy):
+    url, pid, baseline = memory_server
+    after_round = []
+    for _ in range(4):
+        for name, body in heavy.items():
+            r = post(url, body)
+            assert r.status_code == 200, f"{name}: {r.text[:200]}"
+        after_round.append(memory(pid))
+    peak = after_round[-1]["VmHWM"] - baseline["VmHWM"]
+    assert peak < SEQUENTIAL_BOUND_MB, f"peak RSS grew by {peak:.0f} MB"
+    # Round 1 grows the allocator's pools to their working size; after that, RSS stays put.
+    growth = after_round[3]["VmRSS"] - after_round[1]["VmRSS"]
+    assert growth < ROUND_GROWTH_MB, f"RSS grew by {growth:.0f} MB from round 2 to round 4"
+
+
+def test_concurrent_30s_clips_and_limit_bodies_stay_bounded(memory_server, heavy):
+    url, pid, baseline = memory_server
+    bodies = list(heavy.values()) * 2
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        statuses = [r.status_code for r in pool.map(lambda b: post(url, b), bodies)]
+    assert statuses == [200] * len(bodies)
+    peak = memory(pid)["VmHWM"] - baseline["VmHWM"]
+    assert peak < CONCURRENT_BOUND_MB, f"peak RSS grew by {peak:.0f} MB"
+    assert post(url, json.dumps({"audio_data": base64.b64encode(wav_bytes(1.0)).decode()}).encode()).status_code == 200
