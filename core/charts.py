@@ -47,27 +47,24 @@ def _time_axis(duration: float, title: str | None = "Time (s)") -> alt.X:
 
 
 def predictions_chart(predictions: Sequence[Any], trained: bool = True) -> alt.Chart:
-    """Top-k bar chart: one bar per prediction (confidence 0-1), coloured by ESC-50 category.
+    """Top-k bar chart: one bar per prediction (confidence 0-1, in the label too), coloured by ESC-50 category.
 
     An untrained model's chart says so in its title: its bars are noise.
     """
     df = pd.DataFrame({
-        "label": [pretty(p.label) for p in predictions],
+        "label": [f"{pretty(p.label)}  {p.confidence:.1%}" for p in predictions],
         "confidence": [float(p.confidence) for p in predictions],
         "category": [category_of(p.label) for p in predictions],
     })
     title = "Top predictions" if trained else "Top predictions: UNTRAINED model, these are meaningless"
-    bars = alt.Chart(df, title=title).mark_bar().encode(
+    return alt.Chart(df, title=title).mark_bar(cornerRadiusEnd=3).encode(
         x=alt.X("confidence:Q", title="Confidence", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
-        y=alt.Y("label:N", title=None, sort=None),
+        y=alt.Y("label:N", title=None, sort=None, axis=alt.Axis(labelLimit=220)),
         color=alt.Color("category:N", title="ESC-50 category", scale=_CATEGORY_SCALE,
-                        legend=alt.Legend(orient="right", labelLimit=240)),
+                        legend=alt.Legend(orient="bottom", columns=2, labelLimit=260)),
         tooltip=[alt.Tooltip("label:N", title="class"), alt.Tooltip("confidence:Q", format=".1%"),
                  alt.Tooltip("category:N")],
-    )
-    text = bars.mark_text(align="left", dx=4).encode(text=alt.Text("confidence:Q", format=".1%"), color=alt.value("#444"))
-    # A height per row (Step): Streamlit squeezes a fixed total height of a layered chart.
-    return (bars + text).properties(height=alt.Step(34))
+    ).properties(height=alt.Step(34))  # a height per row: a fixed total would be squeezed by the legend
 
 
 def envelope_frame(envelope: np.ndarray, duration: float, sample_rate: int) -> pd.DataFrame:

@@ -48,7 +48,7 @@ def test_predictions_chart_keeps_order_colours_by_category_and_flags_an_untraine
     preds = [_pred("dog", 0.6), _pred("rain", 0.3), _pred("siren", 0.1)]
     spec = charts.predictions_chart(preds, trained=False).to_dict()
     rows = next(iter(spec["datasets"].values()))
-    assert [r["label"] for r in rows] == ["Dog", "Rain", "Siren"]
+    assert [r["label"] for r in rows] == ["Dog  60.0%", "Rain  30.0%", "Siren  10.0%"]
     assert [r["category"] for r in rows] == ["Animals", "Natural soundscapes & water sounds", "Exterior/urban noises"]
     assert "UNTRAINED" in json.dumps(spec)
     assert "UNTRAINED" not in json.dumps(charts.predictions_chart(preds, trained=True).to_dict())
