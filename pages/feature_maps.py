@@ -19,7 +19,7 @@ analysis = ui.analysis_of(clip) if clip else None
 if not clip:
     ui.no_clip_yet()
 elif analysis is not None:
-    ui.untrained_warning(analysis.model)
+    ui.untrained_warning(analysis.model, about="features")
     scheme = st.columns([1, 3])[0].selectbox("Colour scale", charts.SCHEMES, key="scheme", bind="query-params")
     st.caption(f"Clip `{clip}`: channel means of {len(analysis.feature_maps)} layers in network order; "
                "`.conv` is a block's output after the residual sum, `.relu` after its final ReLU. "

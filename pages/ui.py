@@ -196,15 +196,17 @@ def show_error(err: BaseException | str, where: Any = st) -> None:
     where.error(message, icon=":material/error:")
 
 
-def untrained_warning(model: ModelInfo | None, where: Any = st, short: bool = False) -> None:
-    """The warning on every screen that shows predictions of an untrained model."""
+def untrained_warning(model: ModelInfo | None, where: Any = st, short: bool = False,
+                      about: str = "predictions") -> None:
+    """The warning on every screen that shows an untrained model's output (`about`: predictions or features)."""
     if model is None or model.trained:
         return
     if short:
         where.warning("**Untrained model**: its predictions are random and meaningless.", icon=":material/warning:")
-    else:
-        where.warning("**Untrained model: these predictions are random and meaningless.** "
-                      + HOW_TO_GET_A_CHECKPOINT, icon=":material/warning:")
+        return
+    headline = ("these predictions are random and meaningless" if about == "predictions"
+                else "random weights, so these maps show no learned features")
+    where.warning(f"**Untrained model: {headline}.** " + HOW_TO_GET_A_CHECKPOINT, icon=":material/warning:")
 
 
 def no_clip_yet() -> None:

@@ -197,6 +197,7 @@ def test_feature_maps_page_shows_every_stage_and_drills_into_channels_from_the_u
     assert grids[:5] == [1, 7, 9, 13, 7]  # stem, then each stage's blocks (.conv, .relu) and its output
     assert grids[5] == 4  # the drill-down: the 4 most active channels
     assert [o for _, o in CountingBackend.calls][-1] == {"channels_of": "layer3.block-1.relu", "channels_top": 4}
+    assert any("no learned features" in w for w in _texts(at, "warning"))
 
 
 def test_architecture_page_has_the_3d_view_the_table_and_the_total(app):
