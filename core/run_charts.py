@@ -67,7 +67,7 @@ def scalar_chart(frame: pd.DataFrame, tag: str, *, smoothing: float = 0.6, x: st
     data = _thin(data.assign(xnum=xnum), max_points)
     lines = data[["run", "step", "xnum", "value", "smoothed"]].assign(x=_x_values(data["xnum"], x))
 
-    color = alt.Color("run:N", scale=alt.Scale(domain=domain), legend=alt.Legend(orient="bottom"))
+    color = alt.Color("run:N", scale=alt.Scale(domain=domain), legend=alt.Legend(orient="right"))
     x_enc = alt.X(f"x:{kind}", title=x_title)
     y_scale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
     hover = alt.selection_point(name="hover", fields=["x"], nearest=True, on="pointerover",
@@ -195,7 +195,7 @@ def per_class_chart(accuracy: Mapping[str, float] | Sequence[float],
         color=alt.Color("category:N", scale=alt.Scale(domain=_categories(bars["category"])),
                         legend=alt.Legend(orient="bottom", columns=2)),
         tooltip=["class:N", "category:N", alt.Tooltip("accuracy:Q", format=".3~g")],
-    ).properties(title="Per-class accuracy", height=alt.Step(14))
+    ).properties(title="Per-class accuracy", height=alt.Step(16))
 
 
 def _categories(present: pd.Series) -> list[str]:

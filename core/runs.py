@@ -42,6 +42,7 @@ import math
 import multiprocessing as mp
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -342,82 +343,87 @@ _pool: tuple[int, ProcessPoolExecutor] | None = None  # (workers, pool)
 _pool_lock = threading.Lock()
 
 
-def _process_pool(workers: int) -> ProcessPoolExecutor:
-    """One long-lived pool: worker start-up (imports) is paid once per process."""
+def _process_pool(workers: int) -> ProcessPoolExecutor | None:
+    """One long-lived pool of forked workers; None where fork is unavailable or unsafe.
+
+    Forked, because spawn and forkserver re-run the main module in every worker,
+    and under Streamlit that is the page script. The workers fork once, at the
+    first submit, from the thread that just parsed a file itself: every lazy
+    module the parser needs is loaded by then, so a child never waits on a lock
+    (tensorboard's lazy-load RLock was one) that another thread held at the fork.
+    macOS and Windows parse in-process.
+    """
     global _pool
+    if sys.platform != "linux":
+        return None
     with _pool_lock:
         if _pool is None or _pool[0] != workers:
             if _pool is not None:
                 _pool[1].shutdown(wait=False, cancel_futures=True)
-            # forkserver, not fork: the dashboard's process runs threads, and forking
-            # a threaded process can deadlock the child on a lock held at fork time.
-            method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-            context = mp.get_context(method)
-            if method == "forkserver":
-                context.set_forkserver_preload(
-                    ["tensorboard.backend.event_processing.event_accumulator", "core.runs"])
-            _pool = (workers, ProcessPoolExecutor(workers, mp_context=context))
+            _pool = (workers, ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"),
+                                                  initializer=_exit_with_parent,
+                                                  initargs=(os.getpid(),)))
         return _pool[1]
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Worker start-up: end when the parent is gone (killed), as no queue EOF will say so.
+
+    A forked worker holds copies of the parent's file descriptors (the queue it
+    reads from, the dashboard's listening socket): orphaned, it would wait forever
+    and keep the port taken.
+    """
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _discard_pool() -> None:
+    global _pool
+    with _pool_lock:
+        if _pool is not None:
+            _pool[1].shutdown(wait=False, cancel_futures=True)
+        _pool = None
+
+
 def _parse_all(jobs: list[tuple[str, int]], workers: int | None) -> list[ParsedFile]:
-    """Parse (path, size) jobs, in worker processes when that pays off.
+    """Parse (path, size) jobs, with worker processes when that pays off.
 
     The reader's CRC checks are pure Python and hold the GIL, so threads do not
-    help (measured slower than a plain loop); processes do.
+    help (measured no faster than a plain loop); processes do. This process
+    parses too: the first job (see _process_pool), then jobs from the back
+    that no worker has started, while the workers take them from the front.
     """
-    if workers is None:  # this process parses too, so one worker fewer than cores
+    if workers is None:  # this process is a worker too: one fewer than cores
         cores = os.cpu_count() or 1
         big = sum(size for _, size in jobs) >= PARALLEL_MIN_BYTES
         workers = min(cores - 1, len(jobs) - 1) if len(jobs) > 1 and big else 0
-    if workers > 0 and jobs:
-        try:
-            return _parse_with_pool(jobs, _process_pool(workers))
-        except (BrokenProcessPool, OSError, RuntimeError):
-            pass  # no processes here (sandbox, dead worker): parse in this one
-    return [parse_event_file(path, size) for path, size in jobs]
-
-
-def _parse_with_pool(jobs: list[tuple[str, int]], pool: ProcessPoolExecutor) -> list[ParsedFile]:
-    """Workers take jobs from the front while this process takes them from the back.
-
-    Submitting blocks while a new pool's workers import tensorboard (~1 s), so a
-    helper thread submits and this process parses meanwhile; afterwards it keeps
-    taking back any job no worker has started yet.
-    """
-    futures: list = [None] * len(jobs)
-    results: list[ParsedFile | None] = [None] * len(jobs)
-    lock, bounds = threading.Lock(), [0, len(jobs)]  # next job for the pool, end of unclaimed jobs
-
-    def claim(front: bool) -> int | None:
-        with lock:
-            if bounds[0] >= bounds[1]:
-                return None
-            if front:
-                bounds[0] += 1
-                return bounds[0] - 1
-            bounds[1] -= 1
-            return bounds[1]
-
-    def submit_all() -> None:
-        try:
-            while (i := claim(front=True)) is not None:
-                futures[i] = pool.submit(parse_event_file, *jobs[i])
-        except (BrokenProcessPool, OSError, RuntimeError):
-            return  # the jobs left without a future are parsed below
-
-    feeder = threading.Thread(target=submit_all, daemon=True)
-    feeder.start()
-    while (i := claim(front=False)) is not None:
-        results[i] = parse_event_file(*jobs[i])
-    feeder.join()
-    for i in reversed(range(len(jobs))):
-        if futures[i] is not None and not futures[i].cancel():
+    if workers <= 0 or len(jobs) < 2:
+        return [parse_event_file(path, size) for path, size in jobs]
+    first = parse_event_file(*jobs[0])
+    rest = jobs[1:]
+    try:
+        pool = _process_pool(workers)
+        futures = [pool.submit(parse_event_file, *job) for job in rest] if pool else []
+    except (BrokenProcessPool, OSError, RuntimeError):  # no processes here (sandbox), or a dead pool
+        _discard_pool()
+        futures = []
+    if not futures:
+        return [first] + [parse_event_file(*job) for job in rest]
+    results: list[ParsedFile | None] = [None] * len(rest)
+    for i in reversed(range(len(rest))):
+        if not futures[i].cancel():
             break  # a worker has it, and every job before it
-        if results[i] is None:  # never submitted (the pool failed) or taken back
-            results[i] = parse_event_file(*jobs[i])
-    return [result if result is not None else future.result()
-            for result, future in zip(results, futures)]
+        results[i] = parse_event_file(*rest[i])
+    try:
+        return [first] + [r if r is not None else f.result() for r, f in zip(results, futures)]
+    except BrokenProcessPool:  # a worker died: parse what is missing here
+        _discard_pool()
+        return [first] + [r if r is not None else parse_event_file(*job)
+                          for r, job in zip(results, rest)]
 
 
 def load_runs(root: str | Path, names: Iterable[str] | None = None, *,

@@ -350,3 +350,66 @@ def test_scalars_csv_is_exact():
                     "a,val/loss,3,1700000000.25,0.3333333333333333\n"
                     "b,lr,10,1700000001.5,0.0005\n")
     pd.testing.assert_frame_equal(pd.read_csv(io.StringIO(text)), frame)
+
+
+def test_concurrent_loads_with_worker_processes_finish(tmp_path):
+    """Threads load at once in a fresh interpreter, as dashboard sessions do: all finish alike.
+
+    A smoke test, not a proof: a worker forked while another thread held a lock
+    the worker then needs would hang (seen once under Streamlit, see _process_pool).
+    """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    for i in range(6):
+        write_run(tmp_path / f"r{i}", steps=30, seed=i)
+    script = f"""
+import sys, threading
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+from core import runs as R
+frames = []
+def load():
+    frames.append(R.load_runs({str(tmp_path)!r}, cache=R.EventCache(), workers=2).scalars)
+threads = [threading.Thread(target=load) for _ in range(4)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+assert len(frames) == 4 and all(f.equals(frames[0]) for f in frames) and len(frames[0]) == 6 * 4 * 30
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_workers_exit_when_their_parent_is_killed(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    for i in range(3):
+        write_run(tmp_path / f"r{i}", steps=5, seed=i)
+    script = f"""
+import sys, multiprocessing
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+from core import runs as R
+R.load_runs({str(tmp_path)!r}, cache=R.EventCache(), workers=2)
+print(*[p.pid for p in multiprocessing.active_children()], flush=True)
+sys.stdin.read()
+"""
+    parent = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    workers = [int(pid) for pid in parent.stdout.readline().split()]
+    assert len(workers) == 2
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 20
+    while any(os.path.exists(f"/proc/{pid}") and "Z" not in open(f"/proc/{pid}/stat").read().split()[2]
+              for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)  # polling for an exit, not waiting for a guess
+    alive = [pid for pid in workers if os.path.exists(f"/proc/{pid}")
+             and open(f"/proc/{pid}/stat").read().split()[2] != "Z"]
+    parent.stdin.close()
+    parent.stdout.close()
+    assert alive == []
