@@ -166,6 +166,20 @@ def test_resumed_run_keeps_the_newer_file_from_its_first_step(tmp_path):
         [(s, 1.0 + s) for s in range(5)] + [(s, 100.0 + s) for s in range(5, 10)])
 
 
+def test_a_step_in_two_files_keeps_the_newer_files_value_even_where_the_newer_file_ends_first(tmp_path):
+    folder = tmp_path / "resumed"
+    with SummaryWriter(str(folder)) as first:
+        for step in range(1, 9):
+            first.add_scalar("val/accuracy", 0.1 * step, step)
+    with SummaryWriter(str(folder)) as second:  # resumed from epoch 4, then stopped after epoch 6
+        for step in (5, 6):
+            second.add_scalar("val/accuracy", 0.9, step)
+    data = R.load_runs(tmp_path, cache=R.EventCache(), workers=0)
+    assert rows(data.scalars, "resumed", "val/accuracy") == (
+        [(s, f32(0.1 * s)) for s in range(1, 5)] + [(5, f32(0.9)), (6, f32(0.9))])
+    assert data.runs[0].best_epoch == 5  # the superseded 0.8 at epoch 8 is gone
+
+
 def test_names_select_runs_and_unknown_names_are_reported(tmp_path):
     write_run(tmp_path / "a", steps=2)
     write_run(tmp_path / "b", steps=2)
@@ -356,7 +370,7 @@ def test_concurrent_loads_with_worker_processes_finish(tmp_path):
     """Threads load at once in a fresh interpreter, as dashboard sessions do: all finish alike.
 
     A smoke test, not a proof: a worker forked while another thread held a lock
-    the worker then needs would hang (seen once under Streamlit, see _process_pool).
+    the worker then needs would hang (seen once under Streamlit, see core.event_files._process_pool).
     """
     import subprocess
     import sys
