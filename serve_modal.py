@@ -112,7 +112,8 @@ def load_predictor(checkpoint: str | Path | None = None, run: str | None = None,
     runs_dir and the default checkpoint come from core.settings (AUDIO_CNN_*).
     Without any checkpoint it is an untrained model, and the log says so loudly.
     """
-    from core.inference import Predictor, find_best_checkpoint, run_checkpoint
+    from core.checkpoint import find_best_checkpoint, run_checkpoint
+    from core.inference import Predictor
     from core.settings import Settings
 
     settings = Settings.from_env()

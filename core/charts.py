@@ -67,25 +67,21 @@ def predictions_chart(predictions: Sequence[Any], trained: bool = True) -> alt.C
     ).properties(height=alt.Step(34))  # a height per row: a fixed total would be squeezed by the legend
 
 
-def envelope_frame(envelope: np.ndarray, duration: float, sample_rate: int) -> pd.DataFrame:
+def envelope_frame(envelope: np.ndarray, duration: float) -> pd.DataFrame:
     """Envelope -> DataFrame(t0, t1 s, lo, hi) with one row per bucket.
 
-    The backend sends min and max of each bucket interleaved; a clip shorter
-    than the envelope size comes back as its raw samples (one row each).
+    The backend always sends (min, max) pairs of equal time buckets spanning
+    the clip, interleaved (`core.results.waveform_envelope`).
     """
     values = np.asarray(envelope, dtype=np.float32)
-    n_samples = duration * sample_rate
-    if n_samples > len(values) and len(values) % 2 == 0 and len(values) > 0:
-        lo, hi = values[0::2], values[1::2]
-    else:
-        lo = hi = values
+    lo, hi = values[0::2], values[1::2]
     edges = np.linspace(0.0, duration, len(lo) + 1)
     return pd.DataFrame({"t0": edges[:-1], "t1": edges[1:], "lo": np.minimum(lo, hi), "hi": np.maximum(lo, hi)})
 
 
-def waveform_chart(envelope: np.ndarray, duration: float, sample_rate: int, height: int = 110) -> alt.Chart:
+def waveform_chart(envelope: np.ndarray, duration: float, height: int = 110) -> alt.Chart:
     """The clip's amplitude over time: a band between each bucket's min and max (peaks never aliased)."""
-    df = envelope_frame(envelope, duration, sample_rate)
+    df = envelope_frame(envelope, duration)
     return alt.Chart(df).mark_area(color="#4c78a8", opacity=0.9, interpolate="step-after").encode(
         x=_time_axis(duration, title=None),
         y=alt.Y("lo:Q", title="Amplitude", scale=alt.Scale(domain=[-1, 1]),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -137,3 +138,45 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{ckpt.model_config.num_classes} outputs."
         )
     return ckpt
+
+
+# -- finding checkpoints in a runs folder ----------------------------------------------
+
+
+def find_default_checkpoint(runs_dir: Path) -> Path | None:
+    """The newest `runs_dir/*/best.pt` (by modification time), or None."""
+    candidates = [p for p in Path(runs_dir).glob("*/best.pt") if p.is_file()]
+    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+
+
+def find_best_checkpoint(runs_dir: Path) -> Path | None:
+    """The best.pt of the run whose summary.json has the highest `best_val_accuracy`.
+
+    Runs may be nested (cross-validation folds: NAME/fold-k). A summary that
+    is missing, unreadable or has no number is skipped; with no usable
+    summary at all this falls back to the newest best.pt. Note that picking
+    the best of several runs by validation accuracy is itself a selection on
+    the validation fold: report accuracy on a fold none of them selected on.
+    """
+    scored = []
+    for best in Path(runs_dir).glob("**/best.pt"):
+        try:
+            summary = json.loads((best.parent / "summary.json").read_text())
+            accuracy = float(summary["best_val_accuracy"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if math.isfinite(accuracy):
+            scored.append((accuracy, best.stat().st_mtime, best))
+    if scored:
+        return max(scored)[2]
+    return find_default_checkpoint(runs_dir)
+
+
+def run_checkpoint(runs_dir: Path, run: str) -> Path:
+    """`runs_dir/<run>/best.pt`; CheckpointError naming the runs that do have one."""
+    path = Path(runs_dir) / run / "best.pt"
+    if path.is_file():
+        return path
+    have = sorted(str(p.parent.relative_to(runs_dir)) for p in Path(runs_dir).glob("**/best.pt"))
+    raise CheckpointError(f"Run {run!r} has no best.pt in {runs_dir}. "
+                          f"Runs with a checkpoint: {', '.join(have) or 'none'}.")

@@ -4,8 +4,10 @@
     HttpBackend          a deployed endpoint (Modal, or `python -m core.server`), via requests
     LocalBackend         an in-process Predictor (the embedded default)
 
-Both return the same `core.inference.Analysis` objects and raise
+Both return the same `core.results.Analysis` objects and raise
 `BackendError` with a message for humans. `make_backend(settings)` picks one.
+Only LocalBackend loads the model code (torch): a dashboard that talks to an
+endpoint never imports it.
 
     python -m core.client clip.wav [--endpoint URL] [--token T] [--top-k 5]
 """
@@ -19,16 +21,18 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from core.audio import AudioError
-from core.inference import Analysis, ModelInfo, OptionError, Predictor
+from core.results import Analysis, ModelInfo, OptionError
 from core.schema import analysis_from_wire, model_info_from_wire
 from core.settings import Settings
+
+if TYPE_CHECKING:
+    from core.inference import Predictor
 
 
 # A Modal proxy-auth token ("wk-...:ws-..."): sent as Modal-Key / Modal-Secret headers,
@@ -77,6 +81,8 @@ class LocalBackend:
                               "max_audio_seconds": self.settings.max_audio_seconds})
 
     def analyze(self, data: bytes, **options: Any) -> Analysis:
+        from core.audio import AudioError
+
         if len(data) > self.settings.max_body_bytes:
             raise BackendError(f"The file is larger than the {self.settings.max_body_mb:g} MB limit.",
                                413, "body_too_large")
@@ -187,6 +193,8 @@ def make_backend(settings: Settings) -> Backend:
     """The endpoint when one is configured, else the in-process model."""
     if settings.endpoint:
         return HttpBackend(settings.endpoint, token=settings.token)
+    from core.inference import Predictor  # only here: loading torch is the local backend's cost
+
     return LocalBackend(Predictor.from_settings(settings.checkpoint, settings.runs_dir), settings)
 
 

@@ -12,111 +12,23 @@ from JSON, out of the HTTP backend (`core.schema` converts both ways).
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 
 from core.audio import SAMPLE_RATE, decode_audio
 from core.batching import MicroBatcher
-from core.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from core.checkpoint import Checkpoint, find_default_checkpoint, load_checkpoint
 from core.features import FeatureConfig, LogMel
 from core.labels import CLASSES, category_of
 from core.model import AudioCNN, ModelConfig, describe_layers
-
-FeatureMapMode = Literal["stages", "blocks", "none"]
-WINDOW_SECONDS = 5.0
-
-
-class OptionError(ValueError):
-    """An analysis option that does not fit this model (e.g. an unknown layer name)."""
-
-WAVEFORM_POINTS = 8000
-
-
-@dataclass(frozen=True)
-class Prediction:
-    label: str
-    confidence: float
-
-    @property
-    def category(self) -> str:
-        return category_of(self.label)
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    name: str
-    checkpoint_id: str | None
-    trained: bool
-    num_classes: int
-    device: str = "cpu"
-    meta: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Window:
-    """Top-k for the 5 s window [start, end) seconds of a longer clip."""
-
-    start: float
-    end: float
-    predictions: list[Prediction]
-
-
-@dataclass
-class ChannelMaps:
-    """The most active individual channels of one layer: maps (k, h, w), strongest first."""
-
-    layer: str
-    channels: list[int]
-    activation: list[float]  # mean activation of each listed channel
-    maps: np.ndarray
-
-
-@dataclass
-class Analysis:
-    predictions: list[Prediction]
-    spectrogram: np.ndarray                  # (n_mels, frames) model input, dB
-    feature_maps: dict[str, np.ndarray]      # name -> (h, w) channel mean, network order
-    waveform: np.ndarray                     # peak-preserving envelope (min, max per bucket)
-    sample_rate: int                         # rate of the analysed signal
-    duration: float                          # seconds
-    model: ModelInfo
-    windows: list[Window] = field(default_factory=list)
-    channel_maps: ChannelMaps | None = None
-    timing_ms: dict[str, float] = field(default_factory=dict)
-
-
-def waveform_envelope(samples: np.ndarray, points: int = WAVEFORM_POINTS) -> np.ndarray:
-    """(n,) -> about `points` values: min and max of each bucket, interleaved.
-
-    Keeps every peak visible (striding aliases them away); clips with fewer
-    than `points` samples come back unchanged.
-    """
-    n = len(samples)
-    if n <= points:
-        return samples.astype(np.float32, copy=True)
-    buckets = points // 2
-    edges = np.linspace(0, n, buckets + 1).astype(np.int64)
-    lo = np.minimum.reduceat(samples, edges[:-1])
-    hi = np.maximum.reduceat(samples, edges[:-1])
-    return np.stack([lo, hi], axis=1).reshape(-1).astype(np.float32)
-
-
-def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
-    """Starts of `window`-sample windows every `hop` samples; the last one ends at the clip's end."""
-    if num_samples <= window:
-        return []
-    starts = list(range(0, num_samples - window + 1, hop))
-    if starts[-1] + window < num_samples:
-        starts.append(num_samples - window)
-    return starts
-
+from core.results import (  # noqa: F401  (re-exported: the result types are part of this API)
+    WINDOW_SECONDS, Analysis, ChannelMaps, FeatureMapMode, ModelInfo, OptionError, Prediction, Window,
+    waveform_envelope, window_starts,
+)
 
 def _plain(meta: dict) -> dict:
     """Checkpoint metadata restricted to JSON-friendly scalars."""
@@ -138,45 +50,6 @@ def calibrate_batchnorm(model: AudioCNN, features: LogMel, clips: int = 4, secon
         if isinstance(m, torch.nn.BatchNorm2d):
             m.momentum = 0.1
     model.eval()
-
-
-def find_default_checkpoint(runs_dir: Path) -> Path | None:
-    """The newest `runs_dir/*/best.pt` (by modification time), or None."""
-    candidates = [p for p in Path(runs_dir).glob("*/best.pt") if p.is_file()]
-    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
-
-
-def find_best_checkpoint(runs_dir: Path) -> Path | None:
-    """The best.pt of the run whose summary.json has the highest `best_val_accuracy`.
-
-    Runs may be nested (cross-validation folds: NAME/fold-k). A summary that
-    is missing, unreadable or has no number is skipped; with no usable
-    summary at all this falls back to the newest best.pt. Note that picking
-    the best of several runs by validation accuracy is itself a selection on
-    the validation fold: report accuracy on a fold none of them selected on.
-    """
-    scored = []
-    for best in Path(runs_dir).glob("**/best.pt"):
-        try:
-            summary = json.loads((best.parent / "summary.json").read_text())
-            accuracy = float(summary["best_val_accuracy"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if np.isfinite(accuracy):
-            scored.append((accuracy, best.stat().st_mtime, best))
-    if scored:
-        return max(scored)[2]
-    return find_default_checkpoint(runs_dir)
-
-
-def run_checkpoint(runs_dir: Path, run: str) -> Path:
-    """`runs_dir/<run>/best.pt`; CheckpointError naming the runs that do have one."""
-    path = Path(runs_dir) / run / "best.pt"
-    if path.is_file():
-        return path
-    have = sorted(str(p.parent.relative_to(runs_dir)) for p in Path(runs_dir).glob("**/best.pt"))
-    raise CheckpointError(f"Run {run!r} has no best.pt in {runs_dir}. "
-                          f"Runs with a checkpoint: {', '.join(have) or 'none'}.")
 
 
 class Predictor:
@@ -213,9 +86,10 @@ class Predictor:
                   model_config: ModelConfig = ModelConfig()) -> "Predictor":
         """Random weights (seeded): the shapes are real, the predictions are meaningless.
 
-        BatchNorm statistics are calibrated on a few noise clips so activations
-        stay in a sane range; without that, random weights over raw dB input
-        saturate the softmax and the model "predicts" one class at 100%.
+        BatchNorm statistics are calibrated on a few noise clips, which keeps
+        activations in range for noise-like input (without it, random weights
+        over raw dB input put ~100% on one class for every clip). Input unlike
+        noise, such as a pure tone, can still saturate: it is random either way.
         """
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -329,7 +203,7 @@ class Predictor:
         return {
             "model": {**vars(self.info), "meta": _plain(self.info.meta)},
             "config": self.model.config.to_dict(),
-            "features": fc.to_dict(),
+            "features": {**fc.to_dict(), "mel_frequencies_hz": fc.mel_frequencies().round(2).tolist()},
             "input_shape": [1, fc.n_mels, fc.frames(int(WINDOW_SECONDS * fc.sample_rate))],
             "layers": layers,
             "total_params": sum(r["params"] for r in layers if r["depth"] == 0),

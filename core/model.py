@@ -168,7 +168,7 @@ def describe_layers(model: AudioCNN, n_mels: int = 128, frames: int = 431) -> li
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, 1, n_mels, frames))
+            model(torch.zeros(1, 1, n_mels, frames, device=next(model.parameters()).device))
     finally:
         model.train(was_training)
         for h in handles:

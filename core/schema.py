@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.inference import Analysis, ChannelMaps, ModelInfo, Prediction, Window
+from core.results import Analysis, ChannelMaps, ModelInfo, Prediction, Window
 
 API_VERSION = "v1"
 

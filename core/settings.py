@@ -33,6 +33,8 @@ class Settings:
     max_body_mb: float = 20.0            # larger request bodies are refused (413)
     batch_max: int = 16                  # server micro-batching: clips per forward; 1 turns it off
     batch_wait_ms: float = 5.0           # how long a batch waits for company after its first clip
+    clips_dir: Path | None = None        # dashboard clip store; None -> ~/.cache/audio-cnn/clips
+    clips_mb: float = 256.0              # clip store size cap, oldest evicted first
 
     @property
     def max_body_bytes(self) -> int:
@@ -40,14 +42,17 @@ class Settings:
 
     @classmethod
     def from_sources(cls, *sources: Mapping[str, Any] | None) -> "Settings":
-        """Build settings from mappings of `AUDIO_CNN_*` keys; earlier sources win."""
+        """Build settings from mappings of `AUDIO_CNN_*` keys; earlier sources win.
+
+        Empty values count as unset. SettingsError names the key of a bad value.
+        """
         values: dict[str, Any] = {}
         for field in fields(cls):
             key = PREFIX + field.name.upper()
             raw = _first(key, sources)
-            if raw is None or (isinstance(raw, str) and raw.strip() == ""):
+            if raw is None:
                 continue
-            values[field.name] = _convert(key, field.name, raw)
+            values[field.name] = _convert(key, field.name, str(raw).strip())
         return cls(**values)
 
     @classmethod
@@ -60,42 +65,38 @@ def _first(key: str, sources: tuple[Mapping[str, Any] | None, ...]) -> Any:
         if source is None:
             continue
         try:
-            if key in source:
-                return source[key]
+            value = source[key] if key in source else None
         except Exception:  # st.secrets raises when no secrets file exists
             continue
+        if value is not None and str(value).strip() != "":  # empty means unset: look further
+            return value
     return None
 
 
-def _convert(key: str, name: str, raw: Any) -> Any:
-    text = str(raw).strip()
-    if name in ("runs_dir", "checkpoint"):
+# name -> (type, lowest allowed, highest allowed, what the bound means)
+_NUMBERS: dict[str, tuple[type, float, float, str]] = {
+    "max_audio_seconds": (float, 1e-9, float("inf"), "positive"),
+    "max_body_mb": (float, 1e-9, float("inf"), "positive"),
+    "clips_mb": (float, 1e-9, float("inf"), "positive"),
+    "batch_max": (int, 1, float("inf"), "at least 1 (1 turns batching off)"),
+    "batch_wait_ms": (float, 0, 1000, "between 0 and 1000 ms"),
+}
+
+
+def _convert(key: str, name: str, text: str) -> Any:
+    if name in ("runs_dir", "checkpoint", "clips_dir"):
         return Path(text).expanduser()
     if name == "cors_origins":
         return tuple(o.strip() for o in text.split(",") if o.strip())
-    if name in ("max_audio_seconds", "max_body_mb"):
+    if name in _NUMBERS:
+        kind, lo, hi, meaning = _NUMBERS[name]
         try:
-            value = float(text)
+            value = kind(text)
         except ValueError:
-            raise SettingsError(f"{key} must be a number, got {text!r}") from None
-        if not value > 0:
-            raise SettingsError(f"{key} must be positive, got {text!r}")
-        return value
-    if name == "batch_max":
-        try:
-            value = int(text)
-        except ValueError:
-            raise SettingsError(f"{key} must be a whole number, got {text!r}") from None
-        if value < 1:
-            raise SettingsError(f"{key} must be at least 1 (1 turns batching off), got {text!r}")
-        return value
-    if name == "batch_wait_ms":
-        try:
-            value = float(text)
-        except ValueError:
-            raise SettingsError(f"{key} must be a number, got {text!r}") from None
-        if not 0 <= value <= 1000:
-            raise SettingsError(f"{key} must be between 0 and 1000 ms, got {text!r}")
+            noun = "a whole number" if kind is int else "a number"
+            raise SettingsError(f"{key} must be {noun}, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise SettingsError(f"{key} must be {meaning}, got {text!r}")
         return value
     if name == "endpoint":
         if not text.startswith(("http://", "https://")):

@@ -56,7 +56,7 @@ with results:
 
 if analysis is not None:
     st.subheader("Waveform")
-    st.altair_chart(charts.waveform_chart(analysis.waveform, analysis.duration, analysis.sample_rate), width="stretch")
+    st.altair_chart(charts.waveform_chart(analysis.waveform, analysis.duration), width="stretch")
     if analysis.windows:
         st.subheader("Timeline")
         st.altair_chart(charts.timeline_chart(analysis.windows, analysis.duration, analysis.model.trained),

@@ -17,6 +17,6 @@ elif analysis is not None:
     st.caption(f"Clip `{clip}`, {analysis.duration:.2f} s: {fc.n_mels} mel bins from {fc.f_min:g} to "
                f"{fc.f_max:g} Hz, one frame every {fc.hop_length} samples ({1000 * fc.hop_length / fc.sample_rate:.1f} ms), "
                "power in dB. Hover for values.")
-    st.altair_chart(charts.waveform_chart(analysis.waveform, analysis.duration, analysis.sample_rate), width="stretch")
+    st.altair_chart(charts.waveform_chart(analysis.waveform, analysis.duration), width="stretch")
     st.altair_chart(charts.spectrogram_chart(analysis.spectrogram, fc.mel_frequencies(), fc.hop_length / fc.sample_rate,
                                              analysis.duration, scheme=scheme, height=440), width="stretch")

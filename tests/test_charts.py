@@ -13,6 +13,7 @@ import pytest
 
 from conftest import ROOT
 from core import charts
+from core.results import waveform_envelope
 from core.labels import CLASSES
 
 
@@ -56,7 +57,7 @@ def test_predictions_chart_keeps_order_colours_by_category_and_flags_an_untraine
 
 def test_envelope_frame_pairs_min_and_max_per_bucket_over_the_clip_duration():
     env = np.array([-0.5, 0.5, -0.2, 0.1, -1.0, 0.9, 0.0, 0.0], dtype=np.float32)
-    df = charts.envelope_frame(env, duration=2.0, sample_rate=44100)
+    df = charts.envelope_frame(env, duration=2.0)
     assert list(df["lo"]) == pytest.approx([-0.5, -0.2, -1.0, 0.0])
     assert list(df["hi"]) == pytest.approx([0.5, 0.1, 0.9, 0.0])
     assert df["t0"].iloc[0] == 0 and df["t1"].iloc[-1] == pytest.approx(2.0)
@@ -64,7 +65,7 @@ def test_envelope_frame_pairs_min_and_max_per_bucket_over_the_clip_duration():
 
 def test_envelope_frame_of_a_clip_shorter_than_the_envelope_is_its_samples():
     samples = np.array([0.1, -0.3, 0.2], dtype=np.float32)
-    df = charts.envelope_frame(samples, duration=3 / 44100, sample_rate=44100)
+    df = charts.envelope_frame(waveform_envelope(samples), duration=3 / 44100)
     assert len(df) == 3
     assert list(df["lo"]) == list(df["hi"]) == pytest.approx([0.1, -0.3, 0.2])
 

@@ -181,3 +181,12 @@ def test_cli_warns_about_an_untrained_model_and_fails_cleanly_on_bad_files(tmp_p
     out = subprocess.run([sys.executable, "-m", "core.client", str(bad)], cwd=ROOT, capture_output=True,
                          text=True, timeout=120, env={**os.environ, **env_runs})
     assert out.returncode == 1 and "error: This is not an audio file" in out.stderr
+
+
+def test_the_http_client_does_not_load_torch():
+    # A dashboard pointed at an endpoint is a thin client: it must not pay for the model code.
+    code = ("import sys, core.client, core.schema, core.charts; "
+            "loaded = [m for m in ('torch', 'core.inference', 'core.model') if m in sys.modules]; "
+            "print(loaded); sys.exit(1 if loaded else 0)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr

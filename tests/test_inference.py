@@ -12,7 +12,9 @@ from audio_factory import tone, wav_bytes
 
 from core.checkpoint import save_checkpoint
 from core.features import FeatureConfig
-from core.inference import OptionError, Predictor, find_default_checkpoint, waveform_envelope, window_starts
+from core.checkpoint import find_default_checkpoint
+from core.inference import Predictor
+from core.results import OptionError, waveform_envelope, window_starts
 from core.labels import CLASSES
 from core.model import AudioCNN, ModelConfig
 
@@ -124,8 +126,9 @@ def test_the_waveform_envelope_keeps_every_peak():
     x[200001] = -0.7
     env = waveform_envelope(x, points=8000)
     assert env.shape == (8000,) and env.max() == 1.0 and env.min() == pytest.approx(-0.7)
+    # shorter than the bucket count: one sample per bucket, still (min, max) pairs
     short = np.arange(10, dtype=np.float32)
-    np.testing.assert_array_equal(waveform_envelope(short), short)
+    np.testing.assert_array_equal(waveform_envelope(short), np.repeat(short, 2))
 
 
 def test_untrained_model_is_flagged_and_deterministic():
@@ -164,3 +167,5 @@ def test_architecture_reports_every_layer_and_the_total(untrained_predictor):
     assert arch["input_shape"] == [1, 128, 431]
     assert arch["layers"][0]["name"] == "layer1"
     assert arch["model"]["trained"] is False
+    hz = arch["features"]["mel_frequencies_hz"]
+    assert len(hz) == 128 and hz == sorted(hz) and 0 < hz[0] < 100 < 20000 < hz[-1] < 22050

@@ -24,7 +24,8 @@ from conftest import ROOT, free_port, start_process, stop_process
 from core.checkpoint import CheckpointError, save_checkpoint
 from core.client import BackendError, HttpBackend
 from core.features import FeatureConfig
-from core.inference import Predictor, find_best_checkpoint, run_checkpoint
+from core.checkpoint import find_best_checkpoint, run_checkpoint
+from core.inference import Predictor
 from core.labels import CLASSES
 from core.model import AudioCNN, ModelConfig
 

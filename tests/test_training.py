@@ -18,7 +18,8 @@ from esc50_factory import class_sound, make_dataset
 import core.training as training
 from core.checkpoint import load_checkpoint
 from core.esc50 import DatasetError
-from core.inference import Predictor, find_default_checkpoint
+from core.checkpoint import find_default_checkpoint
+from core.inference import Predictor
 from core.model import ModelConfig
 from core.training import TrainConfig, TrainingError, cross_validate, pick_device, train
 

@@ -1,0 +1,61 @@
+"""core.settings: every key from the environment or a secrets mapping, with clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.settings import Settings, SettingsError
+
+
+def test_defaults_without_any_source():
+    s = Settings.from_sources({})
+    assert s.endpoint is None and s.token is None and s.runs_dir == Path("runs")
+    assert s.cors_origins == ("*",) and s.max_body_bytes == 20 * 1024 * 1024
+    assert s.clips_dir is None and s.clips_mb == 256.0
+
+
+def test_every_key_is_read_and_converted():
+    s = Settings.from_sources({
+        "AUDIO_CNN_ENDPOINT": "https://me--audio-cnn.modal.run/", "AUDIO_CNN_TOKEN": "t",
+        "AUDIO_CNN_RUNS_DIR": "/tmp/runs", "AUDIO_CNN_CHECKPOINT": "/tmp/x.pt",
+        "AUDIO_CNN_VOLUME": "vol", "AUDIO_CNN_CORS_ORIGINS": "http://a, http://b",
+        "AUDIO_CNN_MAX_AUDIO_SECONDS": "12.5", "AUDIO_CNN_MAX_BODY_MB": "5",
+        "AUDIO_CNN_BATCH_MAX": "8", "AUDIO_CNN_BATCH_WAIT_MS": "0",
+        "AUDIO_CNN_CLIPS_DIR": "/tmp/clips", "AUDIO_CNN_CLIPS_MB": "64",
+    })
+    assert s.endpoint == "https://me--audio-cnn.modal.run"  # trailing slash dropped
+    assert s.runs_dir == Path("/tmp/runs") and s.checkpoint == Path("/tmp/x.pt")
+    assert s.cors_origins == ("http://a", "http://b")
+    assert (s.max_audio_seconds, s.max_body_bytes, s.batch_max, s.batch_wait_ms) == (12.5, 5 * 1024 * 1024, 8, 0.0)
+    assert s.clips_dir == Path("/tmp/clips") and s.clips_mb == 64.0
+
+
+def test_the_environment_wins_over_secrets_and_empty_means_unset():
+    env = {"AUDIO_CNN_TOKEN": "from-env", "AUDIO_CNN_VOLUME": ""}
+    secrets = {"AUDIO_CNN_TOKEN": "from-secrets", "AUDIO_CNN_VOLUME": "from-secrets"}
+    s = Settings.from_sources(env, secrets)
+    assert s.token == "from-env" and s.volume == "from-secrets"
+
+
+def test_a_source_that_raises_is_skipped():
+    class NoSecretsFile(dict):
+        def __contains__(self, key):
+            raise FileNotFoundError("no secrets.toml")  # what st.secrets does
+
+    assert Settings.from_sources({}, NoSecretsFile()).token is None
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("AUDIO_CNN_ENDPOINT", "me.modal.run", "must start with http:// or https://"),
+    ("AUDIO_CNN_MAX_BODY_MB", "lots", "must be a number"),
+    ("AUDIO_CNN_MAX_AUDIO_SECONDS", "-3", "must be positive"),
+    ("AUDIO_CNN_BATCH_MAX", "2.5", "must be a whole number"),
+    ("AUDIO_CNN_BATCH_MAX", "0", "must be at least 1"),
+    ("AUDIO_CNN_BATCH_WAIT_MS", "5000", "must be between 0 and 1000 ms"),
+    ("AUDIO_CNN_CLIPS_MB", "0", "must be positive"),
+])
+def test_bad_values_name_their_key(key, value, message):
+    with pytest.raises(SettingsError, match=f"{key} {message}"):
+        Settings.from_sources({key: value})
