@@ -39,6 +39,28 @@ HOW_TO_GET_A_CHECKPOINT = (
 )
 
 
+def _route_through_home() -> None:
+    """Make a deep link that is the process's first request run through Home.py.
+
+    Streamlit keeps its pages/-folder router (one sidebar entry per file, no
+    Home.py) until some session calls st.navigation; a shared link such as
+    /training_runs opened first after a restart would get that router's page.
+    Every page imports this module first: turn the folder router off and rerun,
+    which lands on the same page (its hash is its url path either way).
+    """
+    try:  # Streamlit internals (1.67): if they move, a deep link after a restart merely looks plainer
+        from streamlit.runtime.pages_manager import PagesManager
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+    except ImportError:
+        return
+    if getattr(PagesManager, "uses_pages_directory", False) and get_script_run_ctx() is not None:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_route_through_home()
+
+
 def secrets() -> Mapping[str, Any]:
     """st.secrets when a secrets.toml exists, else {} (reading st.secrets without one raises)."""
     try:
@@ -219,8 +241,8 @@ def share_url() -> str | None:
     base = st.context.url
     if not base:
         return None
-    params = st.query_params.to_dict()
-    return base + ("?" + urlencode(params) if params else "")
+    params = {key: st.query_params.get_all(key) for key in st.query_params}  # ?runs=a&runs=b keeps both
+    return base + ("?" + urlencode(params, doseq=True) if params else "")
 
 
 def copy_link() -> None:
