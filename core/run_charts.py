@@ -67,7 +67,11 @@ def scalar_chart(frame: pd.DataFrame, tag: str, *, smoothing: float = 0.6, x: st
     data = _thin(data.assign(xnum=xnum), max_points)
     lines = data[["run", "step", "xnum", "value", "smoothed"]].assign(x=_x_values(data["xnum"], x))
 
-    color = alt.Color("run:N", scale=alt.Scale(domain=domain), legend=alt.Legend(orient="right"))
+    # tableau10: neighbouring runs get distinct hues (Streamlit's default palette starts with two blues);
+    # the legend sits below so the plot keeps the width, with full-opacity symbols.
+    color = alt.Color("run:N", scale=alt.Scale(domain=domain, scheme="tableau10"),
+                      legend=alt.Legend(orient="bottom", title=None, symbolOpacity=1, symbolStrokeWidth=3,
+                                        symbolType="stroke", labelLimit=400))
     x_enc = alt.X(f"x:{kind}", title=x_title)
     y_scale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
     hover = alt.selection_point(name="hover", fields=["x"], nearest=True, on="pointerover",
@@ -162,12 +166,12 @@ def confusion_chart(matrix: Sequence[Sequence[float]] | np.ndarray,
     cells = cells[(cells["count"] > 0) | (true_idx.ravel() == pred_idx.ravel())]
     shade = "fraction" if normalize else "count"
     return alt.Chart(_inline(cells)).mark_rect().encode(
-        x=alt.X("predicted:N", scale=alt.Scale(domain=labels), title="predicted"),
-        y=alt.Y("true:N", scale=alt.Scale(domain=labels), title="true class"),
+        x=alt.X("predicted:N", scale=alt.Scale(domain=labels), title="predicted", axis=alt.Axis(labelOverlap=False)),
+        y=alt.Y("true:N", scale=alt.Scale(domain=labels), title="true class", axis=alt.Axis(labelOverlap=False)),
         color=alt.Color(f"{shade}:Q", scale=alt.Scale(scheme="blues"), title=shade),
         tooltip=["true:N", "predicted:N", "category:N", alt.Tooltip("count:Q", format=".0f"),
                  alt.Tooltip("fraction:Q", format=".1%")],
-    ).properties(title="Confusion matrix", width=alt.Step(12), height=alt.Step(12))
+    ).properties(title="Confusion matrix", width=alt.Step(14), height=alt.Step(14))
 
 
 def per_class_chart(accuracy: Mapping[str, float] | Sequence[float],
@@ -191,9 +195,9 @@ def per_class_chart(accuracy: Mapping[str, float] | Sequence[float],
     }).sort_values(["accuracy", "class"], ascending=[not descending, True], kind="stable")
     return alt.Chart(_inline(bars)).mark_bar().encode(
         x=alt.X("accuracy:Q", title="accuracy"),
-        y=alt.Y("class:N", sort=list(bars["class"]), title=None),
+        y=alt.Y("class:N", sort=list(bars["class"]), title=None, axis=alt.Axis(labelOverlap=False)),  # every class
         color=alt.Color("category:N", scale=alt.Scale(domain=_categories(bars["category"])),
-                        legend=alt.Legend(orient="bottom", columns=2)),
+                        legend=alt.Legend(orient="bottom", columns=2, labelLimit=300)),
         tooltip=["class:N", "category:N", alt.Tooltip("accuracy:Q", format=".3~g")],
     ).properties(title="Per-class accuracy", height=alt.Step(16))
 

@@ -1,6 +1,191 @@
-"""Training Runs: placeholder until the runs page lands (another engineer owns this file)."""
+"""Training Runs: compare the runs in the runs folder (AUDIO_CNN_RUNS_DIR), as TensorBoard would.
 
+State in the URL, through widgets bound with bind="query-params": `runs`
+(repeated: ?runs=a&runs=b), `filter`, `tags`, `smoothing`, `x`, `log` and
+`detail`, so a copied link opens the same comparison. No run picked means
+every run the filter matches, as in TensorBoard.
+
+core.runs caches every parsed event file by (size, mtime), so the page loads
+the folder on each rerun: unchanged files cost a stat, a live run's new points
+show up. While a selected run is running, a fragment polls the folder and
+reruns the page when one of the selected runs' files changes.
+"""
+
+import json
+import re
+
+import pandas as pd
 import streamlit as st
 
+from core import run_charts
+from core.labels import CLASSES
+from core.runs import COLUMNS, RunInfo, find_runs, hparam_diff, load_runs, scalars_csv, with_time_columns
+from core.volume import VolumeSyncError, modal_configured, sync_runs
+from pages import ui
+
+DEFAULT_TAGS = ("val/accuracy", "val/loss", "train/loss")
+KEY_PARAMS = ("max_lr", "batch_size", "weight_decay", "mixup_prob", "label_smoothing", "val_fold")
+REFRESH_S = 10
+
+
+def sync_panel(root, volume: str) -> None:
+    """The "Sync from Modal" button with its progress bar, or how to configure Modal."""
+    if not modal_configured():
+        st.caption(f"To sync runs from the Modal Volume `{volume}` (`AUDIO_CNN_VOLUME`): set `MODAL_TOKEN_ID` "
+                   "and `MODAL_TOKEN_SECRET` (environment or .streamlit/secrets.toml), or run `modal setup`.")
+        return
+    if not st.button(f"Sync from Modal (Volume `{volume}`)", icon=":material/cloud_download:", key="sync"):
+        return
+    bar = st.progress(0.0, text=f"Listing Volume {volume}...")
+
+    def report(p) -> None:
+        share = p.bytes_done / p.bytes_total if p.bytes_total else 1.0
+        bar.progress(min(share, 1.0), text=f"{p.files_done}/{p.files_total} files, now {p.path}")
+
+    try:
+        result = sync_runs(root, volume, progress=report)
+    except VolumeSyncError as err:
+        ui.show_error(err)
+        return
+    finally:
+        bar.empty()
+    st.success(f"Copied {len(result.copied)} files ({result.bytes_copied / 1e6:.1f} MB) from `{volume}`; "
+               f"{result.unchanged} were unchanged.", icon=":material/cloud_done:")
+
+
+def how_to_create_a_run(root, volume: str) -> None:
+    st.info(f"No training runs in `{root}` yet. Create one:", icon=":material/info:")
+    st.markdown("On this machine (ESC-50 is downloaded into `data` the first time):")
+    st.code(f"python train_modal.py --local --data-dir data --runs-dir {root} --epochs 20 --run-name first",
+            language="bash")
+    st.markdown("Or on a Modal GPU, then copy the run here (or press **Sync from Modal**):")
+    st.code(f"modal run train_modal.py --epochs 100 --run-name baseline\n"
+            f"modal volume get {volume} /baseline {root}/", language="bash")
+    st.caption("A run shows up here as soon as its first epoch is logged; `AUDIO_CNN_RUNS_DIR` sets the folder.")
+
+
+def runs_table(infos: list[RunInfo]) -> pd.DataFrame:
+    rows = []
+    for info in infos:
+        params = info.params
+        reported = (info.summary.get("evaluation") or {}).get("reported_accuracy")
+        rows.append({"run": info.name,
+                     "started": pd.to_datetime(info.start_time, unit="s", utc=True) if info.start_time else None,
+                     "status": info.status, "epochs": info.epochs,
+                     "best val acc": info.best_val_accuracy, "best epoch": info.best_epoch,
+                     "reported acc": reported}
+                    | {key: _cell(params[key]) for key in KEY_PARAMS if key in params})
+    table = pd.DataFrame(rows).infer_objects()  # a key some runs lack: NaN in a number column, not "None"
+    return table.dropna(axis="columns", how="all")  # no "reported acc" column for runs that never report one
+
+
+def _cell(value) -> str | float | int | None:
+    """Scalars stay numbers; lists and dicts become JSON text (one type per table column)."""
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
+
+
+def follow(root, names: list[str], seen: list[tuple]) -> None:
+    """Rerun the whole page when a followed run's files change (a fragment, polled while one is live)."""
+    now = [(i.name, i.last_activity, i.status) for i in find_runs(root) if i.name in names]
+    if now != seen:
+        st.rerun(scope="app")
+
+
 st.title("Training Runs")
-st.info("Coming soon: training curves and summaries from the runs folder.", icon=":material/info:")
+s = ui.settings()
+root = s.runs_dir
+sync_panel(root, s.volume)
+
+with st.spinner("Reading event files..."):
+    data = load_runs(root)
+if not data.runs:
+    how_to_create_a_run(root, s.volume)
+    st.stop()
+if data.problems:
+    st.warning("Some files could not be read completely (the rest is shown):\n"
+               + "\n".join(f"- {p}" for p in data.problems), icon=":material/warning:")
+by_name = {info.name: info for info in data.runs}
+
+text = st.text_input("Filter runs by name (regex)", key="filter", bind="query-params", placeholder="e.g. ^sweep/")
+try:
+    pattern = re.compile(text or "")
+except re.error as err:
+    st.warning(f"`{text}` is not a regular expression ({err}): showing every run.", icon=":material/warning:")
+    pattern = re.compile("")
+matching = [info for info in data.runs if pattern.search(info.name)]
+st.dataframe(runs_table(matching), hide_index=True, column_config={
+    "started": st.column_config.DatetimeColumn("started (UTC)", format="YYYY-MM-DD HH:mm"),
+    "best val acc": st.column_config.NumberColumn(format="%.4f", help="chosen on the validation fold: optimistic"),
+    "reported acc": st.column_config.NumberColumn(format="%.4f", help="summary.json's honest number (see its "
+                                                  "`evaluation` section)"),
+})
+
+unknown = [name for name in st.query_params.get_all("runs") if name not in by_name]
+if unknown:
+    st.warning(f"The link names runs that are not in `{root}`: {', '.join(unknown)}. "
+               "Sync from Modal, or check AUDIO_CNN_RUNS_DIR.", icon=":material/warning:")
+picked = st.multiselect("Compare runs", list(by_name), key="runs", bind="query-params",
+                        placeholder="All runs the filter matches")
+selected = [name for name in by_name if (name in picked or not picked) and pattern.search(name)]  # table order
+if len(selected) < len(picked):
+    st.caption(f"{len(picked) - len(selected)} selected run(s) hidden by the filter.")
+if not selected:
+    st.info("No run matches the filter.", icon=":material/info:")
+    st.stop()
+
+live = [name for name in selected if by_name[name].status == "running"]
+if live:
+    st.caption(f"Running: {', '.join(live)}. The page follows new epochs (checked every {REFRESH_S} s).")
+st.fragment(follow, run_every=REFRESH_S if live else None)(
+    root, selected, [(n, by_name[n].last_activity, by_name[n].status) for n in selected])
+
+frame = data.scalars[data.scalars["run"].isin(selected)]
+present = sorted(frame["tag"].unique())
+tags = st.multiselect("Scalars", present, default=[t for t in DEFAULT_TAGS if t in present] or present[:2],
+                      key="tags", bind="query-params")
+smoothing_col, x_col, log_col = st.columns([3, 3, 1], vertical_alignment="bottom")
+smoothing = smoothing_col.slider("Smoothing", 0.0, 0.99, 0.6, 0.01, key="smoothing", bind="query-params",
+                                 help="TensorBoard's debiased exponential moving average; 0 shows the raw values")
+x = x_col.radio("X axis", list(run_charts.X_AXES), horizontal=True, key="x", bind="query-params",
+                help="step: epoch; relative: minutes since the run started; wall: the clock (UTC)")
+log_y = log_col.toggle("Log scale", key="log", bind="query-params")
+
+frame = frame[frame["tag"].isin(tags)]
+shown = with_time_columns(frame, {n: by_name[n].start_time for n in selected}) if x != "step" else frame
+best = pd.DataFrame([(n, by_name[n].best_epoch) for n in selected if by_name[n].best_epoch is not None],
+                    columns=["run", "step"])
+for pair in (tags[i:i + 2] for i in range(0, len(tags), 2)):
+    for column, tag in zip(st.columns(2), pair):
+        column.altair_chart(run_charts.scalar_chart(shown, tag, smoothing=smoothing, x=x, log_y=log_y,
+                                                    best=best, runs=selected), width="stretch")
+if tags:
+    st.caption("Diamonds mark each run's best epoch (by validation accuracy); hover a chart for every run's value.")
+st.download_button("Download these scalars (CSV)", scalars_csv(frame[COLUMNS]), file_name="scalars.csv",
+                   mime="text/csv", icon=":material/download:", on_click="ignore", key="csv")
+
+st.subheader("Hyperparameters that differ")
+diff = hparam_diff([by_name[n] for n in selected])
+if len(selected) < 2:
+    st.caption("Select two or more runs to see how their settings differ.")
+elif diff.empty:
+    st.caption("The selected runs share every hyperparameter.")
+else:
+    st.dataframe(diff.map(lambda v: "(not set)" if v is None else json.dumps(v) if isinstance(v, (list, dict))
+                          else str(v)))
+
+st.subheader("Per-class results")
+with_results = [n for n in selected if by_name[n].summary.get("confusion_matrix")]
+if not with_results:
+    st.caption("None of the selected runs has per-class results (summary.json from `core.training` "
+               "carries them once an epoch finished; seed runs have none).")
+else:
+    name = st.selectbox("Run", with_results, key="detail", bind="query-params")
+    summary = by_name[name].summary
+    classes = summary.get("classes") or CLASSES
+    try:  # one below the other: a 50 x 50 matrix needs the page's width to keep every label
+        st.altair_chart(run_charts.confusion_chart(summary["confusion_matrix"], classes), width="content")
+        st.altair_chart(run_charts.per_class_chart(summary["per_class_accuracy"], classes), width="stretch")
+        st.caption(f"best.pt of `{name}` (epoch {summary.get('best_epoch')}) on validation fold "
+                   f"{(summary.get('evaluation') or {}).get('selection_fold', '?')}, categories from ESC-50.")
+    except (ValueError, TypeError, KeyError) as err:
+        ui.show_error(f"summary.json of `{name}` has no usable per-class results ({err}).")
