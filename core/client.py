@@ -190,12 +190,18 @@ class HttpBackend:
 
 
 def make_backend(settings: Settings) -> Backend:
-    """The endpoint when one is configured, else the in-process model."""
+    """The endpoint when one is configured, else the in-process model (BackendError for a bad checkpoint)."""
     if settings.endpoint:
         return HttpBackend(settings.endpoint, token=settings.token)
-    from core.inference import Predictor  # only here: loading torch is the local backend's cost
+    # Imported here: loading torch and the model code is the local backend's cost alone.
+    from core.checkpoint import CheckpointError
+    from core.inference import Predictor
 
-    return LocalBackend(Predictor.from_settings(settings.checkpoint, settings.runs_dir), settings)
+    try:
+        predictor = Predictor.from_settings(settings.checkpoint, settings.runs_dir)
+    except CheckpointError as err:
+        raise BackendError(str(err), code="bad_checkpoint") from None
+    return LocalBackend(predictor, settings)
 
 
 def main(argv: list[str] | None = None) -> int:

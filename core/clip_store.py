@@ -6,8 +6,8 @@ files, bounded by total size: when a `put` pushes it over the cap, the least
 recently used clips go first (`get` refreshes a clip's time, so a link that
 is being opened stays alive).
 
-Where it lives (`default_clips_dir`): `AUDIO_CNN_CLIPS_DIR` if set, else
-`$XDG_CACHE_HOME/audio-cnn/clips` (`~/.cache/audio-cnn/clips`). A cache dir,
+Where it lives: `Settings.clips_dir` (AUDIO_CNN_CLIPS_DIR) if set, else
+`default_clips_dir()`: `$XDG_CACHE_HOME/audio-cnn/clips` (`~/.cache/audio-cnn/clips`). A cache dir,
 not the runs folder: clips are disposable, the runs folder may be a synced
 Modal Volume, and the repository stays clean. Several dashboard processes
 may share one folder: writes are atomic (temp file + rename), and a clip
@@ -23,7 +23,6 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-DEFAULT_MAX_MB = 256.0
 SUFFIX = ".audio"
 HASH_CHARS = 16  # 64 bits of sha256: plenty for one dashboard's clips, short enough for a URL
 _HASH_RE = re.compile(rf"^[0-9a-f]{{{HASH_CHARS}}}$")
@@ -40,11 +39,8 @@ def is_clip_hash(text: str | None) -> bool:
 
 
 def default_clips_dir(env: Mapping[str, str] | None = None) -> Path:
-    """`AUDIO_CNN_CLIPS_DIR`, else `$XDG_CACHE_HOME/audio-cnn/clips`, else `~/.cache/audio-cnn/clips`."""
+    """`$XDG_CACHE_HOME/audio-cnn/clips`, else `~/.cache/audio-cnn/clips`."""
     env = os.environ if env is None else env
-    explicit = (env.get("AUDIO_CNN_CLIPS_DIR") or "").strip()
-    if explicit:
-        return Path(explicit).expanduser()
     cache = (env.get("XDG_CACHE_HOME") or "").strip()
     base = Path(cache).expanduser() if cache else Path.home() / ".cache"
     return base / "audio-cnn" / "clips"
@@ -53,7 +49,7 @@ def default_clips_dir(env: Mapping[str, str] | None = None) -> Path:
 class ClipStore:
     """A folder of clips by content hash, at most `max_bytes` in total (least recently used evicted)."""
 
-    def __init__(self, root: str | Path, max_bytes: int = int(DEFAULT_MAX_MB * 1024 * 1024)):
+    def __init__(self, root: str | Path, max_bytes: int = 256 * 1024 * 1024):
         if max_bytes <= 0:
             raise ValueError(f"max_bytes must be positive, got {max_bytes}")
         self.root = Path(root)

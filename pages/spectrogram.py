@@ -1,5 +1,6 @@
 """Spectrogram: the current clip's log-mel input to the model, with its waveform on the same time axis."""
 
+import numpy as np
 import streamlit as st
 
 from core import charts
@@ -13,10 +14,11 @@ if not clip:
 elif analysis is not None:
     scheme = st.columns([1, 3])[0].selectbox("Colour scale", charts.SCHEMES, index=charts.SCHEMES.index("magma"),
                                              key="scheme", bind="query-params")
-    fc = ui.feature_config()
-    st.caption(f"Clip `{clip}`, {analysis.duration:.2f} s: {fc.n_mels} mel bins from {fc.f_min:g} to "
-               f"{fc.f_max:g} Hz, one frame every {fc.hop_length} samples ({1000 * fc.hop_length / fc.sample_rate:.1f} ms), "
+    fc = ui.signal_chain()
+    seconds_per_frame = fc["hop_length"] / fc["sample_rate"]
+    st.caption(f"Clip `{clip}`, {analysis.duration:.2f} s: {fc['n_mels']} mel bins from {fc['f_min']:g} to "
+               f"{fc['f_max']:g} Hz, one frame every {fc['hop_length']} samples ({1000 * seconds_per_frame:.1f} ms), "
                "power in dB. Hover for values.")
     st.altair_chart(charts.waveform_chart(analysis.waveform, analysis.duration), width="stretch")
-    st.altair_chart(charts.spectrogram_chart(analysis.spectrogram, fc.mel_frequencies(), fc.hop_length / fc.sample_rate,
+    st.altair_chart(charts.spectrogram_chart(analysis.spectrogram, np.asarray(fc["mel_frequencies_hz"]), seconds_per_frame,
                                              analysis.duration, scheme=scheme, height=440), width="stretch")

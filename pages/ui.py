@@ -24,11 +24,9 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
-from core.checkpoint import CheckpointError
 from core.client import Backend, BackendError, Health, make_backend
-from core.clip_store import DEFAULT_MAX_MB, ClipStore, clip_hash, default_clips_dir, is_clip_hash
-from core.features import FeatureConfig
-from core.inference import Analysis, ModelInfo
+from core.clip_store import ClipStore, clip_hash, default_clips_dir, is_clip_hash
+from core.results import Analysis, ModelInfo
 from core.settings import Settings, SettingsError
 
 CLIP = "clip"  # the query parameter and session key of the current clip
@@ -69,12 +67,6 @@ def secrets() -> Mapping[str, Any]:
         return {}
 
 
-def setting(key: str) -> str | None:
-    """A raw `AUDIO_CNN_*` value that Settings does not own: env first, then secrets."""
-    value = os.environ.get(key) or secrets().get(key)
-    return str(value).strip() if value not in (None, "") else None
-
-
 def settings() -> Settings:
     """Settings from the environment, then .streamlit/secrets.toml (the same keys)."""
     try:
@@ -93,7 +85,7 @@ def backend() -> Backend:
     """The configured backend (endpoint, or the in-process model), one per process and settings."""
     try:
         return _backend(settings())
-    except (CheckpointError, OSError, BackendError) as err:
+    except (OSError, BackendError) as err:
         st.error(f"Could not start the inference backend: {err}", icon=":material/error:")
         st.stop()
 
@@ -124,9 +116,10 @@ def architecture() -> dict:
         st.stop()
 
 
-def feature_config() -> FeatureConfig:
-    """The signal chain the backend's model uses (mel bins, hop), from its own architecture answer."""
-    return FeatureConfig.from_dict(architecture()["features"])
+def signal_chain() -> dict:
+    """The backend model's feature config (n_mels, hop_length, sample_rate, f_min, f_max,
+    mel_frequencies_hz), from its own architecture answer: no model code needed here."""
+    return architecture()["features"]
 
 
 @st.cache_resource
@@ -135,13 +128,9 @@ def _clip_store(root: str, mb: float) -> ClipStore:
 
 
 def clip_store() -> ClipStore:
-    """The clip store: AUDIO_CNN_CLIPS_DIR (else ~/.cache/audio-cnn/clips), at most AUDIO_CNN_CLIPS_MB (256)."""
-    try:
-        mb = float(setting("AUDIO_CNN_CLIPS_MB") or DEFAULT_MAX_MB)
-        return _clip_store(str(setting("AUDIO_CNN_CLIPS_DIR") or default_clips_dir()), mb)
-    except ValueError as err:
-        st.error(f"Configuration error: AUDIO_CNN_CLIPS_MB must be a positive number ({err}).", icon=":material/error:")
-        st.stop()
+    """The clip store: AUDIO_CNN_CLIPS_DIR (else ~/.cache/audio-cnn/clips), at most AUDIO_CNN_CLIPS_MB."""
+    s = settings()
+    return _clip_store(str(s.clips_dir or default_clips_dir()), s.clips_mb)
 
 
 @st.cache_data(max_entries=64, show_spinner="Analysing...")

@@ -159,6 +159,14 @@ def test_make_backend_picks_http_when_an_endpoint_is_set(tmp_path):
     assert isinstance(local, LocalBackend) and not local.predictor.info.trained
 
 
+def test_make_backend_reports_a_broken_checkpoint_as_a_backend_error(tmp_path):
+    broken = tmp_path / "best.pt"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(BackendError, match="best.pt is not a readable audio-cnn checkpoint") as info:
+        make_backend(Settings(checkpoint=broken, runs_dir=tmp_path))
+    assert info.value.code == "bad_checkpoint"
+
+
 def test_cli_prints_the_top_k_from_a_server(tmp_path, checkpoint_server):
     clip = tmp_path / "clip.wav"
     clip.write_bytes(wav_bytes(2.0))
@@ -183,10 +191,10 @@ def test_cli_warns_about_an_untrained_model_and_fails_cleanly_on_bad_files(tmp_p
     assert out.returncode == 1 and "error: This is not an audio file" in out.stderr
 
 
-def test_the_http_client_does_not_load_torch():
+def test_the_http_client_and_the_dashboard_code_do_not_load_torch():
     # A dashboard pointed at an endpoint is a thin client: it must not pay for the model code.
-    code = ("import sys, core.client, core.schema, core.charts; "
-            "loaded = [m for m in ('torch', 'core.inference', 'core.model') if m in sys.modules]; "
+    code = ("import sys, core.client, core.schema, core.charts, core.runs, core.run_charts, core.volume, pages.ui; "
+            "loaded = [m for m in ('torch', 'core.inference', 'core.model', 'librosa') if m in sys.modules]; "
             "print(loaded); sys.exit(1 if loaded else 0)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
