@@ -228,14 +228,3 @@ def cv_summary(status: str, fold_accuracy: dict[str, float | None], config: dict
         "config": {k: v for k, v in config.items() if k not in ("train_folds", "val_fold", "test_fold")},
         "updated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-
-
-def flatten(d: dict, prefix: str = "") -> dict:
-    """{"model": {"widths": ...}} -> {"model.widths": ...}."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out |= flatten(v, f"{prefix}{k}.")
-        else:
-            out[f"{prefix}{k}"] = v
-    return out

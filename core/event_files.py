@@ -1,32 +1,31 @@
-"""TensorBoard event files: parse one file's scalars, cache parsed files, parse many in processes.
+"""TensorBoard event files: parse one file's scalars, cache parsed files.
 
 core.runs builds runs out of these; nothing here knows what a run is.
 
 Public API
     parse_event_file(path, size) -> ParsedFile     every scalar of one file, hparams, first wall time;
                                                     a bad file comes back with `problem` set, never raises
-    parse_files(jobs, workers=None) -> list[ParsedFile]   (path, size) jobs, in worker processes when it pays
     EventCache / DEFAULT_CACHE                      parsed files keyed by (path, size, mtime_ns)
 
 TensorBoard's reader stops quietly at a bad or incomplete record; parse_event_file
 keeps the points before it (as TensorBoard shows them) and says what it found.
+
+Speed: without TensorFlow installed, TensorBoard checks every record's CRC-32C
+in pure Python, a third of the parse time. `use_fast_crc32c` hands that to
+google-crc32c (the same checksum, in C). Files are parsed one after another:
+worker processes were faster on two cores, but forking a threaded process (a
+Streamlit server) can deadlock a worker on a lock another thread held, and
+spawned workers re-run the Streamlit page script; the unchanged-file cache is
+what makes the dashboard fast.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import os
-import sys
 import threading
-import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import numpy as np
 
-# Below this many bytes to parse, starting worker processes costs more than it saves.
-PARALLEL_MIN_BYTES = 1 << 20
 # Keep every scalar (the default keeps a 10,000-point reservoir sample) and no bulky summaries.
 _SIZE_GUIDANCE = {"scalars": 0, "tensors": 0, "images": 1, "audio": 1,
                   "histograms": 1, "compressedHistograms": 1}
@@ -80,6 +79,7 @@ def parse_event_file(path: str, size: int) -> ParsedFile:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.util import tensor_util
 
+    use_fast_crc32c()
     try:
         with open(path, "rb") as f:
             head = f.read(size)
@@ -174,91 +174,27 @@ def _hparams(acc) -> dict:
 
 
 
-# ---------------------------------------------------------------- many files
+# ---------------------------------------------------------------- checksums
 
-_pool: tuple[int, ProcessPoolExecutor] | None = None  # (workers, pool)
-_pool_lock = threading.Lock()
+_fast_crc_lock = threading.Lock()
 
 
-def _process_pool(workers: int) -> ProcessPoolExecutor | None:
-    """One long-lived pool of forked workers; None where fork is unavailable or unsafe.
+def use_fast_crc32c() -> bool:
+    """Make TensorBoard's TensorFlow-free record reader (and writer) compute CRC-32C in C.
 
-    Forked, because spawn and forkserver re-run the main module in every worker,
-    and under Streamlit that is the page script. The workers fork once, at the
-    first submit, from the thread that just parsed a file itself: every lazy
-    module the parser needs is loaded by then, so a child never waits on a lock
-    (tensorboard's lazy-load RLock was one) that another thread held at the fork.
-    macOS and Windows parse in-process.
+    Their checksum function is `tensorboard.compat.tensorflow_stub.pywrap_tensorflow.crc32c`,
+    pure Python; google-crc32c computes the identical value. Returns whether
+    the C version is in use (False if either module is missing or changed).
     """
-    global _pool
-    if sys.platform != "linux":
-        return None
-    with _pool_lock:
-        if _pool is None or _pool[0] != workers:
-            if _pool is not None:
-                _pool[1].shutdown(wait=False, cancel_futures=True)
-            _pool = (workers, ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"),
-                                                  initializer=_exit_with_parent,
-                                                  initargs=(os.getpid(),)))
-        return _pool[1]
-
-
-def _exit_with_parent(parent: int) -> None:
-    """Worker start-up: end when the parent is gone (killed), as no queue EOF will say so.
-
-    A forked worker holds copies of the parent's file descriptors (the queue it
-    reads from, the dashboard's listening socket): orphaned, it would wait forever
-    and keep the port taken.
-    """
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
-def _discard_pool() -> None:
-    global _pool
-    with _pool_lock:
-        if _pool is not None:
-            _pool[1].shutdown(wait=False, cancel_futures=True)
-        _pool = None
-
-
-def parse_files(jobs: list[tuple[str, int]], workers: int | None = None) -> list[ParsedFile]:
-    """Parse (path, size) jobs, with worker processes when that pays off.
-
-    The reader's CRC checks are pure Python and hold the GIL, so threads do not
-    help (measured no faster than a plain loop); processes do. This process
-    parses too: the first job (see _process_pool), then jobs from the back
-    that no worker has started, while the workers take them from the front.
-    """
-    if workers is None:  # this process is a worker too: one fewer than cores
-        cores = os.cpu_count() or 1
-        big = sum(size for _, size in jobs) >= PARALLEL_MIN_BYTES
-        workers = min(cores - 1, len(jobs) - 1) if len(jobs) > 1 and big else 0
-    if workers <= 0 or len(jobs) < 2:
-        return [parse_event_file(path, size) for path, size in jobs]
-    first = parse_event_file(*jobs[0])
-    rest = jobs[1:]
     try:
-        pool = _process_pool(workers)
-        futures = [pool.submit(parse_event_file, *job) for job in rest] if pool else []
-    except (BrokenProcessPool, OSError, RuntimeError):  # no processes here (sandbox), or a dead pool
-        _discard_pool()
-        futures = []
-    if not futures:
-        return [first] + [parse_event_file(*job) for job in rest]
-    results: list[ParsedFile | None] = [None] * len(rest)
-    for i in reversed(range(len(rest))):
-        if not futures[i].cancel():
-            break  # a worker has it, and every job before it
-        results[i] = parse_event_file(*rest[i])
-    try:
-        return [first] + [r if r is not None else f.result() for r, f in zip(results, futures)]
-    except BrokenProcessPool:  # a worker died: parse what is missing here
-        _discard_pool()
-        return [first] + [r if r is not None else parse_event_file(*job)
-                          for r, job in zip(results, rest)]
-
+        import google_crc32c
+        from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
+    except ImportError:
+        return False
+    with _fast_crc_lock:
+        if getattr(pywrap_tensorflow, "crc32c", None) is google_crc32c.value:
+            return True
+        if google_crc32c.implementation != "c" or not callable(getattr(pywrap_tensorflow, "crc32c", None)):
+            return False
+        pywrap_tensorflow.crc32c = google_crc32c.value
+        return True

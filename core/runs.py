@@ -10,7 +10,7 @@ such a child belongs to its parent run. The seed project's runs
 
 Public API
     find_runs(root, now=None) -> list[RunInfo]      folders, files, config/summary, status; parses nothing
-    load_runs(root, names=None, cache=None, workers=None, now=None) -> RunsData
+    load_runs(root, names=None, cache=None, now=None) -> RunsData
                                                     scalars (run, tag, step, wall_time, value), infos, problems
     smooth(values, weight) -> np.ndarray            TensorBoard's debiased EMA, exactly
     with_smoothing(frame, weight) -> DataFrame      adds "smoothed", per (run, tag) series
@@ -18,7 +18,7 @@ Public API
     best_epochs(frame, tag="val/accuracy", mode="max") -> DataFrame   run, step, value (first best)
     hparam_diff(infos, ignore=NOT_HYPERPARAMETERS) -> DataFrame   keys x runs, only keys that differ
     scalars_csv(frame) -> str                       CSV text, floats written exactly
-    EventCache / DEFAULT_CACHE, parse_event_file    re-exported from core.event_files (parsing, cache, workers)
+    EventCache / DEFAULT_CACHE, parse_event_file    re-exported from core.event_files (parsing, cache)
 
 Status rule (RunInfo.status): summary.json's "status" when it is "finished" or
 "stopped" (core.training writes both); else "running" if any of the run's files
@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 
 # Event-file parsing lives in core.event_files; these names stay importable from here.
-from core.event_files import DEFAULT_CACHE, EventCache, ParsedFile, parse_event_file, parse_files
+from core.event_files import DEFAULT_CACHE, EventCache, ParsedFile, parse_event_file
 
 # The seed project's train.py logs these tags; the dashboard speaks ours.
 SEED_TAGS = {
@@ -92,7 +92,7 @@ class RunInfo:
     @property
     def params(self) -> dict:
         """Flat hyperparameters: config.json ("a.b" for nested keys), then hparams it lacks."""
-        flat = _flatten(self.config)
+        flat = flatten(self.config)
         return flat | {k: v for k, v in self.hparams.items() if k not in flat}
 
 
@@ -179,11 +179,13 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-def _flatten(mapping: dict, prefix: str = "") -> dict:
+def flatten(mapping: dict, prefix: str = "") -> dict:
+    """{"model": {"widths": [...]}} -> {"model.widths": [...]}: how hyperparameter keys are named
+    (training writes its TensorBoard hparams with this too)."""
     flat: dict = {}
     for key, value in mapping.items():
         if isinstance(value, dict):
-            flat |= _flatten(value, f"{prefix}{key}.")
+            flat |= flatten(value, f"{prefix}{key}.")
         else:
             flat[f"{prefix}{key}"] = value
     return flat
@@ -192,12 +194,11 @@ def _flatten(mapping: dict, prefix: str = "") -> dict:
 # ---------------------------------------------------------------- loading
 
 def load_runs(root: str | Path, names: Iterable[str] | None = None, *,
-              cache: EventCache | None = None, workers: int | None = None,
+              cache: EventCache | None = None,
               now: float | None = None, running_window: float = RUNNING_WINDOW_S) -> RunsData:
     """Load the runs under `root` (all, or those in `names`) into one tidy frame.
 
     Only event files whose (size, mtime) changed since the last call are parsed.
-    `workers`: None picks processes when there is enough to parse, 0 parses here.
     """
     cache = DEFAULT_CACHE if cache is None else cache
     infos = find_runs(root, now=now, running_window=running_window)
@@ -216,10 +217,9 @@ def load_runs(root: str | Path, names: Iterable[str] | None = None, *,
             continue
         keys[path] = (stat.st_size, stat.st_mtime_ns)
     parsed = {path: cache.get(path, key) for path, key in keys.items()}
-    todo = [path for path, hit in parsed.items() if hit is None]
-    for path, result in zip(todo, parse_files([(p, keys[p][0]) for p in todo], workers)):
-        cache.put(path, keys[path], result)
-        parsed[path] = result
+    for path in [path for path, hit in parsed.items() if hit is None]:
+        parsed[path] = parse_event_file(path, keys[path][0])
+        cache.put(path, keys[path], parsed[path])
     parts: list[tuple] = []
     runs = []
     for info in infos:

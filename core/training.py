@@ -45,10 +45,11 @@ from tqdm import tqdm
 from core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from core.esc50 import (ESC50_URL, AudioFeatures, CachedFeatures, Split, cross_validation_splits,
                         load_dataset, prepare)
-from core.evaluation import (config_json, cv_summary, evaluate, flatten, read_json, summary_json,
+from core.evaluation import (config_json, cv_summary, evaluate, read_json, summary_json,
                              write_json)
 from core.features import FeatureConfig, mixup, spec_augment
 from core.model import AudioCNN, ModelConfig, count_parameters
+from core.runs import flatten
 
 
 class TrainingError(RuntimeError):

@@ -62,7 +62,7 @@ def event_file(folder) -> str:
 
 def test_summarywriter_runs_read_back_with_exact_values(tmp_path):
     written = {name: write_run(tmp_path / name, seed=i) for i, name in enumerate(["a", "b", "c"])}
-    data = R.load_runs(tmp_path, cache=R.EventCache(), workers=0)
+    data = R.load_runs(tmp_path, cache=R.EventCache())
     assert data.problems == []
     assert list(data.scalars.columns) == R.COLUMNS
     assert [info.name for info in data.runs] == ["a", "b", "c"]
@@ -86,7 +86,7 @@ def test_a_run_of_the_real_training_loop_reads_back_exactly(tmp_path):
     tiny = ModelConfig(num_classes=5, stem_channels=8, widths=(8, 16), depths=(1, 1))
     result = train(TrainConfig(data_dir=str(data_dir), runs_dir=str(tmp_path / "runs"), run_name="tiny",
                                epochs=3, batch_size=2, model=tiny, progress=False, download=False))
-    data = R.load_runs(tmp_path / "runs", cache=R.EventCache(), workers=0)
+    data = R.load_runs(tmp_path / "runs", cache=R.EventCache())
     assert data.problems == []
     (info,) = data.runs
     reference = EventAccumulator(str(result.run_dir), size_guidance={"scalars": 0}).Reload()
@@ -111,7 +111,7 @@ def test_seed_project_run_maps_its_tags_onto_ours(tmp_path):
     folder = tmp_path / "tensorboard_logs" / "run_20250101_120000"
     seed_tags = ("Loss/train", "Loss/val", "Accuracy/val", "Learning_rate")
     written = write_run(folder, steps=20, tags=seed_tags)
-    data = R.load_runs(tmp_path, cache=R.EventCache(), workers=0, now=LATER)
+    data = R.load_runs(tmp_path, cache=R.EventCache(), now=LATER)
     (info,) = data.runs
     assert (info.name, info.kind, info.status) == ("tensorboard_logs/run_20250101_120000", "seed", "finished")
     assert data.tags == ["lr", "train/loss", "val/accuracy", "val/loss"]
@@ -129,7 +129,7 @@ def test_config_summary_and_hparams_are_read(tmp_path):
         writer.add_hparams({"lr": 0.001, "optimizer": "adamw"}, {"hparam/best_accuracy": 0.5})
     (folder / "config.json").write_text(json.dumps({"train": {"lr": 0.0005, "epochs": 3}}))
     (folder / "summary.json").write_text(json.dumps({"best_epoch": 2, "best_val_accuracy": 0.75}))
-    data = R.load_runs(tmp_path, cache=R.EventCache(), workers=0)
+    data = R.load_runs(tmp_path, cache=R.EventCache())
     (info,) = data.runs  # add_hparams' timestamped child folder belongs to run1
     assert info.config == {"train": {"lr": 0.0005, "epochs": 3}}
     assert info.hparams == {"lr": 0.001, "optimizer": "adamw"}
@@ -161,7 +161,7 @@ def test_resumed_run_keeps_the_newer_file_from_its_first_step(tmp_path):
     with SummaryWriter(str(folder)) as second:
         for step in range(5, 10):
             second.add_scalar("val/loss", 100.0 + step, step)
-    data = R.load_runs(tmp_path, cache=R.EventCache(), workers=0)
+    data = R.load_runs(tmp_path, cache=R.EventCache())
     assert rows(data.scalars, "resumed", "val/loss") == (
         [(s, 1.0 + s) for s in range(5)] + [(s, 100.0 + s) for s in range(5, 10)])
 
@@ -174,7 +174,7 @@ def test_a_step_in_two_files_keeps_the_newer_files_value_even_where_the_newer_fi
     with SummaryWriter(str(folder)) as second:  # resumed from epoch 4, then stopped after epoch 6
         for step in (5, 6):
             second.add_scalar("val/accuracy", 0.9, step)
-    data = R.load_runs(tmp_path, cache=R.EventCache(), workers=0)
+    data = R.load_runs(tmp_path, cache=R.EventCache())
     assert rows(data.scalars, "resumed", "val/accuracy") == (
         [(s, f32(0.1 * s)) for s in range(1, 5)] + [(5, f32(0.9)), (6, f32(0.9))])
     assert data.runs[0].best_epoch == 5  # the superseded 0.8 at epoch 8 is gone
@@ -183,18 +183,24 @@ def test_a_step_in_two_files_keeps_the_newer_files_value_even_where_the_newer_fi
 def test_names_select_runs_and_unknown_names_are_reported(tmp_path):
     write_run(tmp_path / "a", steps=2)
     write_run(tmp_path / "b", steps=2)
-    data = R.load_runs(tmp_path, names=["b", "nope"], cache=R.EventCache(), workers=0)
+    data = R.load_runs(tmp_path, names=["b", "nope"], cache=R.EventCache())
     assert [info.name for info in data.runs] == ["b"]
     assert set(data.scalars["run"]) == {"b"}
     assert data.problems == [f"run 'nope' not found under {tmp_path}"]
 
 
-def test_worker_processes_give_the_same_frame(tmp_path):
-    for i in range(4):
-        write_run(tmp_path / f"r{i}", steps=50, seed=i)
-    inline = R.load_runs(tmp_path, cache=R.EventCache(), workers=0)
-    pooled = R.load_runs(tmp_path, cache=R.EventCache(), workers=2)
-    pd.testing.assert_frame_equal(inline.scalars, pooled.scalars)
+def test_checksums_are_computed_in_c_and_agree_with_tensorboards_own(tmp_path):
+    from tensorboard.compat.tensorflow_stub import pywrap_tensorflow as pw
+
+    from core.event_files import use_fast_crc32c
+
+    assert use_fast_crc32c()
+    data = bytes(range(256)) * 37 + b"audio-cnn"
+    expected = pw.crc_finalize(pw.crc_update(pw.CRC_INIT, data))  # TensorBoard's pure-Python CRC-32C
+    assert pw.crc32c(data) == expected and pw.crc32c(b"123456789") == 0xE3069283  # the standard check value
+    write_run(tmp_path / "r", steps=20)  # written and read back through the C checksum: no problem reported
+    data = R.load_runs(tmp_path, cache=R.EventCache())
+    assert data.problems == [] and len(rows(data.scalars, "r", "train/loss")) == 20
 
 
 # ---------------------------------------------------------------- bad files
@@ -204,7 +210,7 @@ def test_garbage_event_file_is_skipped_by_name_and_other_runs_load(tmp_path):
     bad = tmp_path / "bad" / "events.out.tfevents.1700000000.host.1.0"
     bad.parent.mkdir()
     bad.write_bytes(os.urandom(3000))
-    data = R.load_runs(tmp_path, cache=R.EventCache(), workers=0)
+    data = R.load_runs(tmp_path, cache=R.EventCache())
     assert len(data.problems) == 1 and str(bad) in data.problems[0]
     assert "skipped" in data.problems[0]
     assert set(data.scalars["run"]) == {"good"}
@@ -215,7 +221,7 @@ def test_truncated_event_file_is_reported_and_keeps_the_points_before(tmp_path):
     written = write_run(tmp_path / "cut", steps=10)
     path = event_file(tmp_path / "cut")
     os.truncate(path, os.path.getsize(path) - 5)  # the last record loses its tail
-    data = R.load_runs(tmp_path, cache=R.EventCache(), workers=0)
+    data = R.load_runs(tmp_path, cache=R.EventCache())
     assert len(data.problems) == 1 and path in data.problems[0]
     assert "incomplete record" in data.problems[0]
     assert rows(data.scalars, "cut", "val/accuracy") == written["val/accuracy"][:-1]  # written last
@@ -229,7 +235,7 @@ def test_corrupt_record_part_way_is_reported(tmp_path):
     blob = bytearray(open(path, "rb").read())
     blob[start + 2] ^= 0xFF
     open(path, "wb").write(bytes(blob))
-    data = R.load_runs(tmp_path, cache=R.EventCache(), workers=0)
+    data = R.load_runs(tmp_path, cache=R.EventCache())
     assert len(data.problems) == 1 and path in data.problems[0]
     assert "corrupt record" in data.problems[0]
     assert len(data.scalars) == 20
@@ -238,7 +244,7 @@ def test_corrupt_record_part_way_is_reported(tmp_path):
 def test_invalid_config_json_is_reported_and_the_run_still_listed(tmp_path):
     write_run(tmp_path / "r", steps=2)
     (tmp_path / "r" / "config.json").write_text("{not json")
-    data = R.load_runs(tmp_path, cache=R.EventCache(), workers=0)
+    data = R.load_runs(tmp_path, cache=R.EventCache())
     assert [info.name for info in data.runs] == ["r"]
     assert len(data.problems) == 1 and "config.json" in data.problems[0]
     assert len(data.scalars) == 2 * 4
@@ -250,9 +256,9 @@ def test_unchanged_files_are_not_parsed_again(tmp_path):
     write_run(tmp_path / "a", steps=5)
     write_run(tmp_path / "b", steps=5)
     cache = R.EventCache()
-    first = R.load_runs(tmp_path, cache=cache, workers=0)
+    first = R.load_runs(tmp_path, cache=cache)
     assert cache.parses == 2
-    second = R.load_runs(tmp_path, cache=cache, workers=0)
+    second = R.load_runs(tmp_path, cache=cache)
     assert cache.parses == 2
     pd.testing.assert_frame_equal(first.scalars, second.scalars)
 
@@ -265,12 +271,12 @@ def test_a_live_runs_new_points_appear_on_the_next_load(tmp_path):
         for step in range(10):
             writer.add_scalar("train/loss", float(step), step)
         writer.flush()
-        assert len(rows(R.load_runs(tmp_path, cache=cache, workers=0).scalars, "live", "train/loss")) == 10
+        assert len(rows(R.load_runs(tmp_path, cache=cache).scalars, "live", "train/loss")) == 10
         assert cache.parses == 2
         for step in range(10, 25):
             writer.add_scalar("train/loss", float(step), step)
         writer.flush()
-        live = rows(R.load_runs(tmp_path, cache=cache, workers=0).scalars, "live", "train/loss")
+        live = rows(R.load_runs(tmp_path, cache=cache).scalars, "live", "train/loss")
         assert live == [(s, float(s)) for s in range(25)]
         assert cache.parses == 3  # only the live file was parsed again
     finally:
@@ -364,66 +370,3 @@ def test_scalars_csv_is_exact():
                     "a,val/loss,3,1700000000.25,0.3333333333333333\n"
                     "b,lr,10,1700000001.5,0.0005\n")
     pd.testing.assert_frame_equal(pd.read_csv(io.StringIO(text)), frame)
-
-
-def test_concurrent_loads_with_worker_processes_finish(tmp_path):
-    """Threads load at once in a fresh interpreter, as dashboard sessions do: all finish alike.
-
-    A smoke test, not a proof: a worker forked while another thread held a lock
-    the worker then needs would hang (seen once under Streamlit, see core.event_files._process_pool).
-    """
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    for i in range(6):
-        write_run(tmp_path / f"r{i}", steps=30, seed=i)
-    script = f"""
-import sys, threading
-sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-from core import runs as R
-frames = []
-def load():
-    frames.append(R.load_runs({str(tmp_path)!r}, cache=R.EventCache(), workers=2).scalars)
-threads = [threading.Thread(target=load) for _ in range(4)]
-[t.start() for t in threads]
-[t.join() for t in threads]
-assert len(frames) == 4 and all(f.equals(frames[0]) for f in frames) and len(frames[0]) == 6 * 4 * 30
-print("ok")
-"""
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert done.stdout.strip() == "ok", done.stderr[-2000:]
-
-
-def test_workers_exit_when_their_parent_is_killed(tmp_path):
-    import signal
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
-    for i in range(3):
-        write_run(tmp_path / f"r{i}", steps=5, seed=i)
-    script = f"""
-import sys, multiprocessing
-sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-from core import runs as R
-R.load_runs({str(tmp_path)!r}, cache=R.EventCache(), workers=2)
-print(*[p.pid for p in multiprocessing.active_children()], flush=True)
-sys.stdin.read()
-"""
-    parent = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
-    workers = [int(pid) for pid in parent.stdout.readline().split()]
-    assert len(workers) == 2
-    parent.send_signal(signal.SIGKILL)
-    parent.wait()
-    deadline = time.monotonic() + 20
-    while any(os.path.exists(f"/proc/{pid}") and "Z" not in open(f"/proc/{pid}/stat").read().split()[2]
-              for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.2)  # polling for an exit, not waiting for a guess
-    alive = [pid for pid in workers if os.path.exists(f"/proc/{pid}")
-             and open(f"/proc/{pid}/stat").read().split()[2] != "Z"]
-    parent.stdin.close()
-    parent.stdout.close()
-    assert alive == []

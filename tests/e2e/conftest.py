@@ -49,24 +49,30 @@ def _require_browser() -> None:
         pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
-def app_url(tmp_path_factory) -> str:
-    """Base URL of a running dashboard on the local untrained backend (no trailing slash)."""
-    _require_browser()
-    tmp = tmp_path_factory.mktemp("dashboard")
-    (tmp / "runs").mkdir()
+def start_dashboard(env: dict[str, str]):
+    """`streamlit run Home.py` on a free loopback port with `env` over a local-backend default.
+
+    Returns (base URL without a trailing slash, process); stop it with stop_process.
+    """
     port = free_port()
-    env = {
-        "AUDIO_CNN_RUNS_DIR": str(tmp / "runs"), "AUDIO_CNN_CLIPS_DIR": str(tmp / "clips"),
-        "AUDIO_CNN_CHECKPOINT": "", "AUDIO_CNN_ENDPOINT": "",
-    }
+    env = {"AUDIO_CNN_CHECKPOINT": "", "AUDIO_CNN_ENDPOINT": "", **env}
     proc = start_process(
         [sys.executable, "-m", "streamlit", "run", "Home.py", "--server.headless=true",
          "--server.address=127.0.0.1", f"--server.port={port}", "--browser.gatherUsageStats=false",
          "--server.fileWatcherType=none"],
         f"http://127.0.0.1:{port}/_stcore/health", env,
     )
-    yield f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{port}", proc
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory) -> str:
+    """Base URL of a running dashboard on the local untrained backend (no trailing slash)."""
+    _require_browser()
+    tmp = tmp_path_factory.mktemp("dashboard")
+    (tmp / "runs").mkdir()
+    url, proc = start_dashboard({"AUDIO_CNN_RUNS_DIR": str(tmp / "runs"), "AUDIO_CNN_CLIPS_DIR": str(tmp / "clips")})
+    yield url
     stop_process(proc)
 
 

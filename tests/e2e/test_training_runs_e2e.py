@@ -9,14 +9,13 @@ would be after a restart.
 from __future__ import annotations
 
 import re
-import sys
 
 import pytest
 
-from conftest import free_port, start_process, stop_process
+from conftest import stop_process
 from runs_factory import write_run
 
-from .conftest import screenshot
+from .conftest import screenshot, start_dashboard
 
 pytestmark = pytest.mark.e2e
 
@@ -36,17 +35,10 @@ def runs_app(chromium, tmp_path_factory) -> str:
     tmp = tmp_path_factory.mktemp("runs-dashboard")
     write_run(tmp / "runs", "baseline", epochs=30, seed=0)
     write_run(tmp / "runs", "sweep/lr-1e-3", epochs=24, seed=3, config={"max_lr": 1e-3, "mixup_prob": 0.0})
-    port = free_port()
-    env = {"AUDIO_CNN_RUNS_DIR": str(tmp / "runs"), "AUDIO_CNN_CLIPS_DIR": str(tmp / "clips"),
-           "AUDIO_CNN_CHECKPOINT": "", "AUDIO_CNN_ENDPOINT": "", "MODAL_TOKEN_ID": "", "MODAL_TOKEN_SECRET": "",
-           "MODAL_CONFIG_PATH": str(tmp / "no-modal.toml")}
-    proc = start_process(
-        [sys.executable, "-m", "streamlit", "run", "Home.py", "--server.headless=true",
-         "--server.address=127.0.0.1", f"--server.port={port}", "--browser.gatherUsageStats=false",
-         "--server.fileWatcherType=none"],
-        f"http://127.0.0.1:{port}/_stcore/health", env,
-    )
-    yield f"http://127.0.0.1:{port}"
+    url, proc = start_dashboard({"AUDIO_CNN_RUNS_DIR": str(tmp / "runs"), "AUDIO_CNN_CLIPS_DIR": str(tmp / "clips"),
+                                 "MODAL_TOKEN_ID": "", "MODAL_TOKEN_SECRET": "",
+                                 "MODAL_CONFIG_PATH": str(tmp / "no-modal.toml")})
+    yield url
     stop_process(proc)
 
 
