@@ -14,11 +14,8 @@ STAGE_TITLES = {"stem": "Stem (layer1)", "layer2": "Stage layer2", "layer3": "St
                 "layer4": "Stage layer4", "layer5": "Stage layer5"}
 
 st.title("Feature Maps")
-clip = ui.current_clip()
-analysis = ui.analysis_of(clip) if clip else None
-if not clip:
-    ui.no_clip_yet()
-elif analysis is not None:
+clip, analysis = ui.current_analysis()
+if analysis is not None:
     ui.untrained_warning(analysis.model, about="features")
     scheme = st.columns([1, 3])[0].selectbox("Colour scale", charts.SCHEMES, key="scheme", bind="query-params")
     st.caption(f"Clip `{clip}`: channel means of {len(analysis.feature_maps)} layers in network order; "

@@ -7,11 +7,8 @@ from core import charts
 from pages import ui
 
 st.title("Spectrogram")
-clip = ui.current_clip()
-analysis = ui.analysis_of(clip) if clip else None
-if not clip:
-    ui.no_clip_yet()
-elif analysis is not None:
+clip, analysis = ui.current_analysis()
+if analysis is not None:
     scheme = st.columns([1, 3])[0].selectbox("Colour scale", charts.SCHEMES, index=charts.SCHEMES.index("magma"),
                                              key="scheme", bind="query-params")
     fc = ui.signal_chain()

@@ -225,6 +225,16 @@ def no_clip_yet() -> None:
     st.page_link("pages/predict.py", label="Go to Predict", icon=":material/upload:")
 
 
+def current_analysis() -> tuple[str | None, Analysis | None]:
+    """(current clip, its default analysis) for pages that show a clip; with no clip,
+    the pointer to Predict is already on screen, and a None analysis has its reason there too."""
+    clip = current_clip()
+    if not clip:
+        no_clip_yet()
+        return None, None
+    return clip, analysis_of(clip)
+
+
 def share_url() -> str | None:
     """The URL of this page with every query parameter (clip and bound widgets), or None outside a browser."""
     base = st.context.url

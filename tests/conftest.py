@@ -91,3 +91,14 @@ def live_server(tmp_path_factory):
     )
     yield f"http://127.0.0.1:{port}", "s3cret"
     stop_process(proc)
+
+
+@pytest.fixture(scope="module")
+def authed(live_server):
+    """(base_url, requests.Session carrying the live server's bearer token)."""
+    import requests
+
+    url, token = live_server
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {token}"
+    return url, session

@@ -132,10 +132,8 @@ option_values = st.fixed_dictionaries({}, optional={
 
 
 @pytest.fixture(scope="module")
-def api(live_server):
-    url, token = live_server
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {token}"
+def api(authed):
+    url, session = authed
     yield url, session
     good = session.post(f"{url}/evaluate", timeout=60,
                         json={"audio_data": base64.b64encode(wav_bytes(1.0)).decode(), "options": {"feature_maps": "none"}})

@@ -19,11 +19,8 @@ from core.schema import decode_array
 
 
 @pytest.fixture(scope="module")
-def server(live_server):
-    url, token = live_server
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {token}"
-    return url, session
+def server(authed):
+    return authed
 
 
 def b64(data: bytes) -> str:
