@@ -77,8 +77,7 @@ class LocalBackend:
 
     def health(self) -> Health:
         return Health(ok=True, backend=self.name, latency_ms=0.0, model=self.predictor.info,
-                      limits={"max_body_bytes": self.settings.max_body_bytes,
-                              "max_audio_seconds": self.settings.max_audio_seconds})
+                      limits=self.settings.limits)
 
     def analyze(self, data: bytes, **options: Any) -> Analysis:
         from core.audio import AudioError

@@ -181,8 +181,7 @@ def create_app(predictor: Predictor, token: str | None = None, settings: Setting
             "status": "ok",
             "api": API_VERSION,
             "model": model_info_to_wire(predictor.info),
-            "limits": {"max_body_bytes": settings.max_body_bytes,
-                       "max_audio_seconds": settings.max_audio_seconds},
+            "limits": settings.limits,
             "auth": bool(token),
             "batching": _batching_status(predictor),
         }

@@ -40,6 +40,11 @@ class Settings:
     def max_body_bytes(self) -> int:
         return int(self.max_body_mb * 1024 * 1024)
 
+    @property
+    def limits(self) -> dict[str, float]:
+        """What a backend refuses beyond, as /health and LocalBackend.health report it."""
+        return {"max_body_bytes": self.max_body_bytes, "max_audio_seconds": self.max_audio_seconds}
+
     @classmethod
     def from_sources(cls, *sources: Mapping[str, Any] | None) -> "Settings":
         """Build settings from mappings of `AUDIO_CNN_*` keys; earlier sources win.
