@@ -14,7 +14,7 @@ summary.json has the best validation accuracy. Loading happens on the CPU
 in the memory-snapshot phase (`snap=True`), so later cold starts restore
 the loaded model instead of reading and unpickling it again; a second enter
 moves it to the GPU. Concurrent requests in one container share forward
-passes (micro-batching, core/batching.py).
+passes (micro-batching, core/microbatcher.py).
 
 Access: Modal proxy auth is on by default, so Modal refuses callers without
 a proxy-auth token before a GPU container starts (create one with
@@ -44,42 +44,26 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
 import sys
 from pathlib import Path
 
 import modal
 
+from core.settings import Settings
+
 APP_NAME = "audio-cnn-serve"
 RUNS_MOUNT = "/runs"
 SERVING_PACKAGES = ("torch", "numpy", "soundfile", "librosa", "scipy", "fastapi", "pydantic", "orjson", "tqdm")
 
-GPU = os.environ.get("AUDIO_CNN_GPU", "A10G")
-RUN = os.environ.get("AUDIO_CNN_RUN", "")
-VOLUME = os.environ.get("AUDIO_CNN_VOLUME", "audio-cnn-runs")
-PROXY_AUTH = os.environ.get("AUDIO_CNN_PROXY_AUTH", "1").strip().lower() not in ("0", "false", "no", "off")
-TOKEN_SECRET = os.environ.get("AUDIO_CNN_TOKEN_SECRET", "")
-SCALEDOWN_S = int(os.environ.get("AUDIO_CNN_SCALEDOWN_S", "300"))
-MIN_CONTAINERS = int(os.environ.get("AUDIO_CNN_MIN_CONTAINERS", "0"))
-BATCH_MAX = int(os.environ.get("AUDIO_CNN_BATCH_MAX", "16"))
+# Deploy-time settings, parsed by core.settings like every other AUDIO_CNN_* value.
+SETTINGS = Settings.from_env()
 # The autoscaler aims at one full batch per container and lets a burst queue a second.
-TARGET_INPUTS, MAX_INPUTS = max(1, BATCH_MAX), max(2, 2 * BATCH_MAX)
+TARGET_INPUTS, MAX_INPUTS = max(1, SETTINGS.batch_max), max(2, 2 * SETTINGS.batch_max)
 
-# What the container sees. The deploy-time knobs are passed on too, so that
-# this module evaluates to the same definitions when Modal imports it there.
-CONTAINER_ENV = {
-    "AUDIO_CNN_RUNS_DIR": RUNS_MOUNT,
-    "AUDIO_CNN_RUN": RUN,
-    "AUDIO_CNN_GPU": GPU,
-    "AUDIO_CNN_VOLUME": VOLUME,
-    "AUDIO_CNN_PROXY_AUTH": "1" if PROXY_AUTH else "0",
-    "AUDIO_CNN_TOKEN_SECRET": TOKEN_SECRET,
-    "AUDIO_CNN_SCALEDOWN_S": str(SCALEDOWN_S),
-    "AUDIO_CNN_MIN_CONTAINERS": str(MIN_CONTAINERS),
-    "AUDIO_CNN_BATCH_MAX": str(BATCH_MAX),
-    "AUDIO_CNN_BATCH_WAIT_MS": os.environ.get("AUDIO_CNN_BATCH_WAIT_MS", "5"),
-}
+# What the container sees: every serving and deploy setting, so that this module
+# evaluates to the same definitions when Modal imports it there.
+CONTAINER_ENV = {**SETTINGS.env_for("deploy"), **SETTINGS.env_for("serve"), "AUDIO_CNN_RUNS_DIR": RUNS_MOUNT}
 
 
 def serving_requirements(path: Path = Path(__file__).with_name("requirements.txt")) -> list[str]:
@@ -99,8 +83,8 @@ image = (
     .add_local_python_source("core")
 )
 app = modal.App(APP_NAME, image=image)
-runs_volume = modal.Volume.from_name(VOLUME, create_if_missing=True)
-secrets = [modal.Secret.from_name(TOKEN_SECRET)] if TOKEN_SECRET else []
+runs_volume = modal.Volume.from_name(SETTINGS.volume, create_if_missing=True)
+secrets = [modal.Secret.from_name(SETTINGS.token_secret)] if SETTINGS.token_secret else []
 
 
 # -- the pieces both modes share --------------------------------------------------------
@@ -153,12 +137,12 @@ def warm_up(predictor) -> None:
 
 
 @app.cls(
-    gpu=GPU,
+    gpu=SETTINGS.gpu,
     volumes={RUNS_MOUNT: runs_volume},
     secrets=secrets,
     env=CONTAINER_ENV,
-    scaledown_window=SCALEDOWN_S,
-    min_containers=MIN_CONTAINERS,
+    scaledown_window=SETTINGS.scaledown_s,
+    min_containers=SETTINGS.min_containers,
     enable_memory_snapshot=True,
     timeout=600,
 )
@@ -168,7 +152,7 @@ class Server:
     def load(self) -> None:
         # No GPU exists during the snapshot phase: load on the CPU, move later.
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-        self.predictor = load_predictor(run=os.environ.get("AUDIO_CNN_RUN") or None, device="cpu")
+        self.predictor = load_predictor(run=Settings.from_env().run, device="cpu")
 
     @modal.enter(snap=False)
     def start(self) -> None:
@@ -179,14 +163,14 @@ class Server:
         warm_up(self.predictor)
         self.web_app = build_app(self.predictor)
 
-    @modal.asgi_app(requires_proxy_auth=PROXY_AUTH)
+    @modal.asgi_app(requires_proxy_auth=SETTINGS.proxy_auth)
     def web(self):
         return self.web_app
 
     @modal.method()
     def classify_chunk(self, items: list[tuple[str, bytes]], top_k: int = 3) -> list[dict]:
-        """(file name, file bytes) pairs -> core.batch CSV rows, in order."""
-        from core.batch import classify_items
+        """(file name, file bytes) pairs -> core.classify_folder CSV rows, in order."""
+        from core.classify_folder import classify_items
 
         return classify_items(self.predictor, items, top_k=top_k)
 
@@ -199,7 +183,7 @@ def classify_remote(map_chunk, input_dir: Path, out: Path, chunk_size: int = 32,
     order_outputs=False, return_exceptions=True)` yields). Files whose chunk
     failed, or that could not be read here, become error rows. Returns (ok, errors).
     """
-    from core.batch import error_row, find_audio_files, read_chunks, write_csv
+    from core.classify_folder import error_row, find_audio_files, read_chunks, write_csv
 
     files = find_audio_files(input_dir)
     rows: dict[str, dict] = {}
@@ -249,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--checkpoint", default=None, help="checkpoint file (default: best run in runs dir)")
-    parser.add_argument("--run", default=RUN or None, help="a run folder in the runs dir (default: best)")
+    parser.add_argument("--run", default=SETTINGS.run, help="a run folder in the runs dir (default: best)")
     parser.add_argument("--token", default=None, help="require this bearer token (default: AUDIO_CNN_TOKEN)")
     args = parser.parse_args(argv)
 

@@ -1,16 +1,28 @@
 """Settings: one frozen dataclass, read from environment variables or a mapping.
 
+Every `AUDIO_CNN_*` value anywhere in the project is parsed here and only
+here: each field below is one setting, declared with its default, its parser
+(which says what form it accepts) and the places it matters (`scopes`). A bad
+value raises SettingsError naming the variable and the accepted form, the
+same message whichever entry point reads it.
+
 The caller decides where values come from: the server and CLIs pass
 `os.environ`; the dashboard passes the environment first and then
 `st.secrets` (guarded, because reading `st.secrets` without a secrets.toml
 raises). This module never imports Streamlit.
+
+Scopes say where a setting matters: "serve" shapes the inference server, and
+a Modal deploy forwards exactly these into its containers
+(`Settings.env_for("serve")`; secrets such as the token travel in Modal
+Secrets, never as plain container env); "dashboard" the Streamlit app;
+"deploy" what `modal deploy` builds (GPU type, scaling, auth).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -18,23 +30,96 @@ PREFIX = "AUDIO_CNN_"
 
 
 class SettingsError(ValueError):
-    """A setting has a value that cannot be used (the message names the key)."""
+    """A setting has a value that cannot be used (the message names the key and the accepted form)."""
+
+
+# -- parsers: text -> value, or ValueError whose message is the accepted form ----------------
+
+
+def _text(text: str) -> str:
+    return text
+
+
+def _path(text: str) -> Path:
+    return Path(text).expanduser()
+
+
+def _url(text: str) -> str:
+    if not text.startswith(("http://", "https://")):
+        raise ValueError("a URL starting with http:// or https://")
+    return text.rstrip("/")
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in _TRUE:
+        return True
+    if text.lower() in _FALSE:
+        return False
+    raise ValueError("1 or 0 (also true/false, yes/no, on/off)")
+
+
+def _number(kind: type, lo: float, hi: float) -> Callable[[str], float | int]:
+    noun = "a whole number" if kind is int else "a number"
+    if hi == float("inf"):
+        form = f"{noun} greater than 0" if lo == 1e-9 else f"{noun} of at least {lo:g}"
+    else:
+        form = f"{noun} from {lo:g} to {hi:g}"
+
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise ValueError(form) from None
+        if not lo <= value <= hi:
+            raise ValueError(form)
+        return value
+
+    parse.form = form  # type: ignore[attr-defined]
+    return parse
+
+
+POSITIVE = _number(float, 1e-9, float("inf"))
+
+
+def setting(default: Any, parse: Callable[[str], Any], *scopes: str, help: str) -> Any:
+    """A Settings field: its default, how its text is parsed, where it matters, what it means."""
+    return field(default=default, metadata={"parse": parse, "scopes": scopes, "help": help})
 
 
 @dataclass(frozen=True)
 class Settings:
-    endpoint: str | None = None          # URL of a deployed endpoint; None -> local backend
-    token: str | None = None             # bearer token for the endpoint / local server
-    runs_dir: Path = Path("runs")        # folder of training runs (TensorBoard)
-    checkpoint: Path | None = None       # checkpoint for the local backend
-    volume: str = "audio-cnn-runs"       # Modal Volume to sync runs from
-    cors_origins: tuple[str, ...] = ("*",)
-    max_audio_seconds: float = 30.0      # longer clips are refused (413)
-    max_body_mb: float = 20.0            # larger request bodies are refused (413)
-    batch_max: int = 16                  # server micro-batching: clips per forward; 1 turns it off
-    batch_wait_ms: float = 5.0           # how long a batch waits for company after its first clip
-    clips_dir: Path | None = None        # dashboard clip store; None -> ~/.cache/audio-cnn/clips
-    clips_mb: float = 256.0              # clip store size cap, oldest evicted first
+    # where the dashboard gets analyses and runs from
+    endpoint: str | None = setting(None, _url, "dashboard", help="URL of a deployed endpoint; unset: in-process model")
+    token: str | None = setting(None, _text, "dashboard",
+                                help="bearer token, or a Modal proxy token wk-...:ws-...")
+    runs_dir: Path = setting(Path("runs"), _path, "dashboard", help="folder of training runs (TensorBoard)")
+    checkpoint: Path | None = setting(None, _path, "dashboard", help="checkpoint for the local model")
+    volume: str = setting("audio-cnn-runs", _text, "dashboard", "deploy", help="Modal Volume of the runs")
+    # the server's limits and behaviour
+    cors_origins: tuple[str, ...] = setting(("*",), _csv, "serve", help="origins allowed to call the server from a browser")
+    max_audio_seconds: float = setting(30.0, POSITIVE, "serve", "dashboard", help="longer clips are refused (413)")
+    max_body_mb: float = setting(20.0, POSITIVE, "serve", "dashboard", help="larger request bodies are refused (413)")
+    batch_max: int = setting(16, _number(int, 1, float("inf")), "serve", "deploy",
+                             help="server micro-batching: clips per forward; 1 turns it off")
+    batch_wait_ms: float = setting(5.0, _number(float, 0, 1000), "serve",
+                                   help="how long a batch waits for company after its first clip")
+    # the dashboard's clip store behind ?clip= links
+    clips_dir: Path | None = setting(None, _path, "dashboard", help="clip store; unset: ~/.cache/audio-cnn/clips")
+    clips_mb: float = setting(256.0, POSITIVE, "dashboard", help="clip store size cap, oldest evicted first")
+    # what `modal deploy serve_modal.py` builds (read where the deploy runs)
+    gpu: str = setting("A10G", _text, "deploy", help="Modal GPU type (T4, L4, A10G, A100, H100, ...)")
+    run: str | None = setting(None, _text, "deploy", "serve", help="run folder whose best.pt is served")
+    proxy_auth: bool = setting(True, _bool, "deploy", help="Modal proxy auth in front of the endpoint")
+    token_secret: str | None = setting(None, _text, "deploy", help="Modal Secret holding AUDIO_CNN_TOKEN")
+    scaledown_s: int = setting(300, _number(int, 2, 3600), "deploy", help="idle seconds before a container stops")
+    min_containers: int = setting(0, _number(int, 0, 100), "deploy", help="containers kept warm (billed while idle)")
 
     @property
     def max_body_bytes(self) -> int:
@@ -46,23 +131,63 @@ class Settings:
         return {"max_body_bytes": self.max_body_bytes, "max_audio_seconds": self.max_audio_seconds}
 
     @classmethod
-    def from_sources(cls, *sources: Mapping[str, Any] | None) -> "Settings":
+    def from_sources(cls, *sources: Mapping[str, Any] | None) -> Settings:
         """Build settings from mappings of `AUDIO_CNN_*` keys; earlier sources win.
 
         Empty values count as unset. SettingsError names the key of a bad value.
         """
         values: dict[str, Any] = {}
-        for field in fields(cls):
-            key = PREFIX + field.name.upper()
+        for f in fields(cls):
+            key = env_key(f.name)
             raw = _first(key, sources)
-            if raw is None:
-                continue
-            values[field.name] = _convert(key, field.name, str(raw).strip())
+            if raw is not None:
+                values[f.name] = parse_value(f.name, str(raw).strip())
         return cls(**values)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         return cls.from_sources(os.environ if env is None else env)
+
+    def env_for(self, scope: str) -> dict[str, str]:
+        """`AUDIO_CNN_*` text of every set field in `scope`: what a container needs to rebuild these settings."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if scope in f.metadata["scopes"] and value is not None:
+                out[env_key(f.name)] = _to_text(value)
+        return out
+
+
+def env_key(name: str) -> str:
+    """Field name -> its environment variable ("max_body_mb" -> "AUDIO_CNN_MAX_BODY_MB")."""
+    return PREFIX + name.upper()
+
+
+def parse_value(name: str, text: str) -> Any:
+    """Parse one setting's text; SettingsError "AUDIO_CNN_X must be <form>, got '...'" if it does not fit."""
+    parse = {f.name: f.metadata["parse"] for f in fields(Settings)}[name]
+    try:
+        return parse(text)
+    except ValueError as err:
+        raise SettingsError(f"{env_key(name)} must be {err}, got {text!r}") from None
+
+
+def describe() -> list[dict[str, Any]]:
+    """Every setting: key, default, accepted form (when restricted), scopes, help (for docs and tests)."""
+    rows = []
+    for f in fields(Settings):
+        parse = f.metadata["parse"]
+        rows.append({"key": env_key(f.name), "default": f.default, "scopes": f.metadata["scopes"],
+                     "form": getattr(parse, "form", None), "help": f.metadata["help"]})
+    return rows
+
+
+def _to_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value)
 
 
 def _first(key: str, sources: tuple[Mapping[str, Any] | None, ...]) -> Any:
@@ -76,35 +201,3 @@ def _first(key: str, sources: tuple[Mapping[str, Any] | None, ...]) -> Any:
         if value is not None and str(value).strip() != "":  # empty means unset: look further
             return value
     return None
-
-
-# name -> (type, lowest allowed, highest allowed, what the bound means)
-_NUMBERS: dict[str, tuple[type, float, float, str]] = {
-    "max_audio_seconds": (float, 1e-9, float("inf"), "positive"),
-    "max_body_mb": (float, 1e-9, float("inf"), "positive"),
-    "clips_mb": (float, 1e-9, float("inf"), "positive"),
-    "batch_max": (int, 1, float("inf"), "at least 1 (1 turns batching off)"),
-    "batch_wait_ms": (float, 0, 1000, "between 0 and 1000 ms"),
-}
-
-
-def _convert(key: str, name: str, text: str) -> Any:
-    if name in ("runs_dir", "checkpoint", "clips_dir"):
-        return Path(text).expanduser()
-    if name == "cors_origins":
-        return tuple(o.strip() for o in text.split(",") if o.strip())
-    if name in _NUMBERS:
-        kind, lo, hi, meaning = _NUMBERS[name]
-        try:
-            value = kind(text)
-        except ValueError:
-            noun = "a whole number" if kind is int else "a number"
-            raise SettingsError(f"{key} must be {noun}, got {text!r}") from None
-        if not lo <= value <= hi:
-            raise SettingsError(f"{key} must be {meaning}, got {text!r}")
-        return value
-    if name == "endpoint":
-        if not text.startswith(("http://", "https://")):
-            raise SettingsError(f"{key} must start with http:// or https://, got {text!r}")
-        return text.rstrip("/")
-    return text

@@ -12,10 +12,10 @@ import json
 
 import pytest
 import streamlit as st
-from streamlit.testing.v1 import AppTest
-
 from audio_factory import wav_bytes
 from conftest import ROOT
+from streamlit.testing.v1 import AppTest
+
 from core.client import LocalBackend
 from core.clip_store import ClipStore
 
@@ -222,7 +222,7 @@ def test_a_bad_clip_store_size_is_an_error_message(app, monkeypatch):
     monkeypatch.setenv("AUDIO_CNN_CLIPS_MB", "plenty")
     at = app.run()
     assert not at.exception
-    assert any("AUDIO_CNN_CLIPS_MB must be a number, got 'plenty'" in e for e in _texts(at, "error"))
+    assert any("AUDIO_CNN_CLIPS_MB must be a number greater than 0, got 'plenty'" in e for e in _texts(at, "error"))
 
 
 def test_pages_render_through_core_and_never_import_torch_themselves():

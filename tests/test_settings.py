@@ -48,14 +48,40 @@ def test_a_source_that_raises_is_skipped():
 
 
 @pytest.mark.parametrize("key,value,message", [
-    ("AUDIO_CNN_ENDPOINT", "me.modal.run", "must start with http:// or https://"),
-    ("AUDIO_CNN_MAX_BODY_MB", "lots", "must be a number"),
-    ("AUDIO_CNN_MAX_AUDIO_SECONDS", "-3", "must be positive"),
-    ("AUDIO_CNN_BATCH_MAX", "2.5", "must be a whole number"),
-    ("AUDIO_CNN_BATCH_MAX", "0", "must be at least 1"),
-    ("AUDIO_CNN_BATCH_WAIT_MS", "5000", "must be between 0 and 1000 ms"),
-    ("AUDIO_CNN_CLIPS_MB", "0", "must be positive"),
+    ("AUDIO_CNN_ENDPOINT", "me.modal.run", "must be a URL starting with http:// or https://"),
+    ("AUDIO_CNN_MAX_BODY_MB", "lots", "must be a number greater than 0"),
+    ("AUDIO_CNN_MAX_AUDIO_SECONDS", "-3", "must be a number greater than 0"),
+    ("AUDIO_CNN_BATCH_MAX", "2.5", "must be a whole number of at least 1"),
+    ("AUDIO_CNN_BATCH_MAX", "0", "must be a whole number of at least 1"),
+    ("AUDIO_CNN_BATCH_WAIT_MS", "5000", "must be a number from 0 to 1000"),
+    ("AUDIO_CNN_CLIPS_MB", "0", "must be a number greater than 0"),
+    ("AUDIO_CNN_PROXY_AUTH", "maybe", "must be 1 or 0"),
+    ("AUDIO_CNN_SCALEDOWN_S", "1", "must be a whole number from 2 to 3600"),
 ])
-def test_bad_values_name_their_key(key, value, message):
-    with pytest.raises(SettingsError, match=f"{key} {message}"):
+def test_bad_values_name_their_key_and_the_accepted_form(key, value, message):
+    with pytest.raises(SettingsError, match=f"^{key} {message}.*, got '{value}'$"):
         Settings.from_sources({key: value})
+
+
+def test_booleans_accept_the_usual_spellings():
+    for text, want in (("1", True), ("off", False), ("Yes", True), ("FALSE", False)):
+        assert Settings.from_sources({"AUDIO_CNN_PROXY_AUTH": text}).proxy_auth is want
+
+
+def test_env_for_a_scope_round_trips_through_from_env():
+    s = Settings.from_sources({"AUDIO_CNN_CORS_ORIGINS": "http://a,http://b", "AUDIO_CNN_BATCH_MAX": "4",
+                               "AUDIO_CNN_MAX_AUDIO_SECONDS": "12.5", "AUDIO_CNN_RUN": "best-run"})
+    env = s.env_for("serve")
+    assert env["AUDIO_CNN_CORS_ORIGINS"] == "http://a,http://b" and env["AUDIO_CNN_RUN"] == "best-run"
+    assert "AUDIO_CNN_CLIPS_MB" not in env and "AUDIO_CNN_GPU" not in env  # not server settings
+    rebuilt = Settings.from_env(env)
+    for name in ("cors_origins", "batch_max", "max_audio_seconds", "max_body_mb", "run", "batch_wait_ms"):
+        assert getattr(rebuilt, name) == getattr(s, name), name
+
+
+def test_every_setting_is_documented_with_a_scope():
+    from core.settings import describe
+
+    rows = describe()
+    assert len({r["key"] for r in rows}) == len(rows)
+    assert all(r["help"] and r["scopes"] for r in rows)
