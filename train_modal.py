@@ -21,16 +21,17 @@ a last.pt then resumes by itself.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import modal
 
+from core.settings import Settings
+
 APP_NAME = "audio-cnn-train"
 DATA_VOLUME = "audio-cnn-data"
-RUNS_VOLUME = os.environ.get("AUDIO_CNN_VOLUME", "audio-cnn-runs")
+RUNS_VOLUME = Settings.from_env().volume
 DATA_MOUNT, RUNS_MOUNT = "/data", "/runs"
 DEFAULT_GPU = "A10G"
 DEFAULT_TIMEOUT = 4 * 60 * 60  # seconds; Modal allows up to 24 h
@@ -48,70 +49,23 @@ runs_volume = modal.Volume.from_name(RUNS_VOLUME, create_if_missing=True)
 # -- flags (one parser for both modes) ----------------------------------------------------
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from core.training import TrainConfig
+    """Where it runs and which run, then every TrainConfig field as a flag (core.train_config)."""
+    from core.settings import Settings
+    from core.train_config import TrainConfig, add_arguments
 
-    d = TrainConfig()
-    p = argparse.ArgumentParser(prog="train_modal.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog="train_modal.py", description=__doc__.split("\n\n")[0])
     mode = p.add_argument_group("where it runs")
     mode.add_argument("--local", action="store_true", help="train on this machine (no Modal account)")
-    mode.add_argument("--data-dir", default=d.data_dir, help="ESC-50 folder, downloaded into it if missing (local)")
-    mode.add_argument("--runs-dir", default=os.environ.get("AUDIO_CNN_RUNS_DIR", d.runs_dir), help="(local)")
-    mode.add_argument("--cache-dir", default=None, help="feature cache (default: <dataset>/.feature-cache)")
-    mode.add_argument("--gpu", default=DEFAULT_GPU, help="Modal GPU type (Modal)")
-    mode.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT, help="seconds (Modal)")
-    mode.add_argument("--device", default=d.device, help="auto, cuda, mps or cpu")
-    run = p.add_argument_group("run")
-    run.add_argument("--run-name", default=d.run_name, help="default: run-YYYYmmdd-HHMMSS")
-    run.add_argument("--resume", action="store_true", help="continue the run from its last.pt, with the hyperparameters saved in it")
+    mode.add_argument("--gpu", default=DEFAULT_GPU, help=f"Modal GPU type (Modal; default: {DEFAULT_GPU})")
+    mode.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT,
+                      help=f"seconds before Modal stops the function (default: {DEFAULT_TIMEOUT})")
+    run = p.add_argument_group("which run")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the run from its last.pt, with the hyperparameters saved in it")
     run.add_argument("--cv", action="store_true", help="5-fold cross-validation: runs NAME/fold-1..5")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
-    data = p.add_argument_group("data")
-    data.add_argument("--train-folds", type=_ints, default=d.train_folds)
-    data.add_argument("--val-fold", type=int, default=d.val_fold, help="selects best.pt")
-    data.add_argument("--test-fold", type=int, default=0, help="held-out fold to report (0: none)")
-    data.add_argument("--no-cache", action="store_true", help="decode audio every epoch (slow)")
-    data.add_argument("--no-download", action="store_true", help="fail instead of downloading ESC-50")
-    data.add_argument("--data-url", default=d.data_url)
-    data.add_argument("--data-sha256", default=None, help="pin the archive's checksum")
-    recipe = p.add_argument_group("recipe")
-    for name in ("epochs", "batch_size", "seed", "freq_mask", "time_mask"):
-        recipe.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
-    for name in ("lr", "max_lr", "weight_decay", "pct_start", "label_smoothing", "mixup_alpha", "mixup_prob"):
-        recipe.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
-    model = p.add_argument_group("model")
-    model.add_argument("--num-classes", type=int, default=d.model.num_classes)
-    model.add_argument("--stem-channels", type=int, default=d.model.stem_channels)
-    model.add_argument("--widths", type=_ints, default=d.model.widths)
-    model.add_argument("--depths", type=_ints, default=d.model.depths)
-    model.add_argument("--dropout", type=float, default=d.model.dropout)
+    add_arguments(p, TrainConfig(runs_dir=str(Settings.from_env().runs_dir)))
     return p
-
-
-def config_from_args(args: argparse.Namespace):
-    from core.model import ModelConfig
-    from core.training import TrainConfig
-
-    return TrainConfig(
-        data_dir=args.data_dir, data_url=args.data_url, data_sha256=args.data_sha256,
-        download=not args.no_download, train_folds=tuple(args.train_folds), val_fold=args.val_fold,
-        test_fold=args.test_fold or None, feature_cache=not args.no_cache, cache_dir=args.cache_dir,
-        runs_dir=args.runs_dir, run_name=args.run_name, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, weight_decay=args.weight_decay, max_lr=args.max_lr, pct_start=args.pct_start,
-        label_smoothing=args.label_smoothing, mixup_alpha=args.mixup_alpha, mixup_prob=args.mixup_prob,
-        freq_mask=args.freq_mask, time_mask=args.time_mask, seed=args.seed, device=args.device,
-        progress=not args.no_progress,
-        model=ModelConfig(num_classes=args.num_classes, stem_channels=args.stem_channels,
-                          widths=tuple(args.widths), depths=tuple(args.depths), dropout=args.dropout),
-    )
 
 
 def run_training(config, resume: bool, cv: bool, on_epoch_end=None) -> dict:
@@ -140,13 +94,13 @@ def train_on_volumes(argv: list[str], data_dir: str, runs_dir: str,
     An unfinished run that already has a last.pt is resumed: that is how a
     preempted (restarted) function continues instead of failing.
     """
-    from core.esc50 import prepare
+    from core.esc50_download import prepare
     from core.evaluation import read_json
+    from core.train_config import config_from_args
 
     args = build_parser().parse_args(argv)
-    args.data_dir, args.runs_dir = data_dir, runs_dir
-    args.cache_dir = args.cache_dir or f"{data_dir}/feature-cache"
-    config = config_from_args(args)
+    config = config_from_args(args, data_dir=data_dir, runs_dir=runs_dir,
+                              cache_dir=args.cache_dir or f"{data_dir}/feature-cache")
     prepare(config.data_dir, config.data_url, config.data_sha256, config.download, config.progress)
     commit_data()  # ESC-50 is downloaded once, for every later run
 
@@ -195,7 +149,8 @@ def _report(summary: dict) -> str:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    from core.esc50 import DatasetError
+    from core.datasets import DatasetError
+    from core.train_config import config_from_args
     from core.training import TrainingError
 
     args = build_parser().parse_args(argv)

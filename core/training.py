@@ -21,6 +21,11 @@ SIGINT/SIGTERM (or `stop.set()`) finish the current batch, save last.pt and
 return with status "stopped". CUDA gets mixed precision and channels-last.
 `cross_validate(config)` runs ESC-50's 5-fold protocol as runs <name>/fold-k.
 
+How it reads: `train` is the loop, top to bottom. `Job` holds what the loop
+works with (data, model, optimizer, writer) and `Progress` what it has done
+(epoch, batch, running sums, best); each step is one method: `train_epoch`,
+`evaluate`, `save_best`, `save_last`, `log_epoch`, `write_summary`.
+
 Public API: TrainConfig, train, cross_validate, TrainResult, TrainingError, pick_device.
 """
 
@@ -33,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -43,78 +48,20 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 from tqdm import tqdm
 
 from core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from core.esc50 import (ESC50_URL, AudioFeatures, CachedFeatures, Split, cross_validation_splits,
-                        load_dataset, prepare)
-from core.evaluation import (config_json, cv_summary, evaluate, read_json, summary_json,
-                             write_json)
-from core.features import FeatureConfig, mixup, spec_augment
-from core.model import AudioCNN, ModelConfig, count_parameters
+from core.datasets import cross_validation_splits, load_dataset
+from core.esc50_download import prepare
+from core.evaluation import config_json, cv_summary, evaluate, read_json, summary_json, write_json
+from core.feature_cache import AudioFeatures, CachedFeatures
+from core.features import mixup, spec_augment
+from core.model import AudioCNN, count_parameters
 from core.runs import flatten
+from core.train_config import RUNTIME_FIELDS, TrainConfig
+
+__all__ = ["TrainConfig", "TrainResult", "TrainingError", "cross_validate", "pick_device", "train"]
 
 
 class TrainingError(RuntimeError):
     """A run that cannot start or resume (the message says what to do)."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    # data: ESC-50 in data_dir (downloaded once if missing), folds, feature cache
-    data_dir: str = "data"
-    data_url: str = ESC50_URL
-    data_sha256: str | None = None
-    download: bool = True
-    train_folds: tuple[int, ...] = (1, 2, 3, 4)
-    val_fold: int = 5
-    test_fold: int | None = None          # set it (e.g. val 4, test 5) for the holdout protocol
-    feature_cache: bool = True
-    cache_dir: str | None = None          # default: <dataset>/.feature-cache
-    # where the run goes
-    runs_dir: str = "runs"
-    run_name: str = ""                    # default: run-YYYYmmdd-HHMMSS
-    # the seed's recipe
-    epochs: int = 100
-    batch_size: int = 32
-    lr: float = 5e-4                      # AdamW's; OneCycleLR drives it from max_lr / 25
-    weight_decay: float = 0.01
-    max_lr: float = 2e-3
-    pct_start: float = 0.1
-    label_smoothing: float = 0.1
-    mixup_alpha: float = 0.2
-    mixup_prob: float = 0.3
-    freq_mask: int = 30
-    time_mask: int = 80
-    model: ModelConfig = ModelConfig()
-    features: FeatureConfig = FeatureConfig()
-    # how it runs
-    seed: int = 0
-    device: str = "auto"                  # auto: cuda, then mps, then cpu
-    amp: bool = True                      # CUDA only
-    channels_last: bool = True            # CUDA only
-    eval_batch_size: int = 64
-    progress: bool = True
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["train_folds"] = list(self.train_folds)
-        d["model"], d["features"] = self.model.to_dict(), self.features.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        kwargs = {k: d[k] for k in (f.name for f in fields(cls)) if k in d}
-        kwargs["train_folds"] = tuple(int(f) for f in kwargs.get("train_folds", cls.train_folds))
-        kwargs["model"] = ModelConfig.from_dict(d.get("model", {}))
-        kwargs["features"] = FeatureConfig.from_dict(d.get("features", {}))
-        return cls(**kwargs)
-
-    @property
-    def split(self) -> Split:
-        return Split(tuple(self.train_folds), self.val_fold, self.test_fold)
-
-
-# Fields a resumed run takes from the caller; every other one comes from last.pt.
-RUNTIME_FIELDS = ("data_dir", "data_url", "data_sha256", "download", "feature_cache", "cache_dir",
-                  "runs_dir", "device", "amp", "channels_last", "eval_batch_size", "progress")
 
 
 @dataclass
@@ -138,6 +85,236 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def _fresh_sums() -> dict:
+    return {"loss": 0.0, "correct": 0.0, "seen": 0, "seconds": 0.0}
+
+
+@dataclass
+class Progress:
+    """Where the run is: everything besides weights and optimizer that last.pt saves to resume."""
+
+    epoch: int = 1                        # the epoch being trained (1-based)
+    batch: int = 0                        # batches of it done; 0 = it has not started
+    permutation: torch.Tensor | None = None  # this epoch's data order, once it started
+    sums: dict = field(default_factory=_fresh_sums)  # running train loss/accuracy/seconds of this epoch
+    best: dict | None = None              # {"epoch", "val", "test"} of best.pt
+    last_val: dict | None = None          # the latest validation result
+
+    def to_dict(self) -> dict:
+        return {"epoch": self.epoch, "batch": self.batch, "permutation": self.permutation,
+                "sums": dict(self.sums), "best": self.best, "last_val": self.last_val}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Progress:
+        return cls(d["epoch"], d["batch"], d.get("permutation"), dict(d["sums"]), d.get("best"), d.get("last_val"))
+
+
+class Job:
+    """One run's working parts; built (and the data checked) before any run folder exists."""
+
+    def __init__(self, config: TrainConfig, cv: bool = False):
+        self.config, self.cv = config, cv
+        self.run_dir = Path(config.runs_dir) / config.run_name
+        self.split = config.split
+        root = prepare(config.data_dir, config.data_url, config.data_sha256, config.download, config.progress)
+        self.data = load_dataset(root, config.model.num_classes)
+        self.device = pick_device(config.device)
+        cuda = self.device.type == "cuda"
+        self.use_amp, self.channels_last = config.amp and cuda, config.channels_last and cuda
+        self.source = (CachedFeatures(self.data, config.features, config.cache_dir, self.device, config.progress)
+                       if config.feature_cache else AudioFeatures(self.data, config.features, self.device))
+        self.targets = self.data.targets()
+        self.train_idx = torch.tensor(self.data.indices(self.split.train_folds))
+        self.val_idx = torch.tensor(self.data.indices([self.split.val_fold]))
+        self.test_idx = torch.tensor(self.data.indices([self.split.test_fold])) if self.split.test_fold else None
+        self.steps_per_epoch = math.ceil(len(self.train_idx) / config.batch_size)
+        if config.pct_start * config.epochs * self.steps_per_epoch <= 1:  # OneCycleLR divides by zero at 1
+            raise TrainingError(f"{config.epochs} epochs of {self.steps_per_epoch} batches are too few steps for "
+                                f"OneCycleLR's warm-up (pct_start {config.pct_start} of them must exceed 1 "
+                                "step): train for more epochs.")
+        self._build_model()
+        self.progress = Progress()
+        self.writer: SummaryWriter | None = None
+
+    def _build_model(self) -> None:
+        config = self.config
+        torch.manual_seed(config.seed)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.model = AudioCNN(config.model).to(self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer, max_lr=config.max_lr, epochs=config.epochs, steps_per_epoch=self.steps_per_epoch,
+            pct_start=config.pct_start)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+    # -- resume ---------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """What last.pt's `extra` holds besides the weights: config, progress, optimizer, RNGs."""
+        cuda = self.device.type == "cuda"
+        return {
+            "train_config": self.config.to_dict(), **self.progress.to_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": {"generator": self.generator.get_state(), "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if cuda else []},
+        }
+
+    def restore(self, weights: dict, state: dict) -> None:
+        self.model.load_state_dict(weights)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.generator.set_state(state["rng"]["generator"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if self.device.type == "cuda" and state["rng"].get("cuda"):
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.progress = Progress.from_dict(state)
+
+    # -- the run folder -------------------------------------------------------------------
+
+    def open_run(self, resumed: bool) -> None:
+        """config.json, the event writer with the hparams session, and a "running" summary."""
+        p = self.progress
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        previous = read_json(self.run_dir / "config.json") if resumed else {}
+        environment = {"device": str(self.device), "amp": self.use_amp, "channels_last": self.channels_last,
+                       "model_parameters": count_parameters(self.model)}
+        write_json(self.run_dir / "config.json",
+                   config_json(self.config.to_dict(), self.data, self.split, environment, previous,
+                               resumed_at=(p.epoch, p.batch) if resumed else None))
+        # purge_step: should a previous process have logged epochs after its last.pt, TensorBoard drops them.
+        self.writer = SummaryWriter(str(self.run_dir), purge_step=p.epoch if resumed else None)
+        hp = {k: (str(v) if isinstance(v, (list, tuple)) or v is None else v)
+              for k, v in flatten(self.config.to_dict()).items()}
+        for proto in hparams_summary(hp, {"hparam/best_val_accuracy": 0.0, "hparam/reported_accuracy": 0.0}):
+            self.writer.file_writer.add_summary(proto)
+        self.write_summary("running")
+
+    def write_summary(self, status: str, error: str | None = None) -> dict:
+        p = self.progress
+        summary = summary_json(status=status, run_name=self.config.run_name, classes=self.data.classes,
+                               split=self.split, epochs_completed=p.epoch - 1, epochs_total=self.config.epochs,
+                               best=p.best, last_val=p.last_val, cv=self.cv, error=error)
+        write_json(self.run_dir / "summary.json", summary)
+        return summary
+
+    # -- the steps ------------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, n_mels, frames) features -> (batch, classes) logits, in the run's precision and layout."""
+        x = x.unsqueeze(1)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.float16) if self.use_amp else nullcontext():
+            return self.model(x)
+
+    def train_epoch(self, stop: threading.Event) -> bool:
+        """Train the rest of the current epoch; False when `stop` cut it short (state saved by the caller)."""
+        p, config = self.progress, self.config
+        if p.batch == 0:
+            p.permutation = torch.randperm(len(self.train_idx), generator=self.generator)
+            p.sums = _fresh_sums()
+        self.model.train()
+        bar = tqdm(total=self.steps_per_epoch, initial=p.batch, desc=f"epoch {p.epoch}/{config.epochs}",
+                   leave=False, disable=not config.progress, file=sys.stderr)
+        started = time.perf_counter()
+        while p.batch < self.steps_per_epoch and not (p.batch > 0 and stop.is_set()):
+            self.train_step(self.train_idx[p.permutation[p.batch * config.batch_size:
+                                                         (p.batch + 1) * config.batch_size]])
+            p.batch += 1
+            bar.set_postfix(loss=f"{p.sums['loss'] / p.sums['seen']:.3f}", refresh=False)
+            bar.update()
+        bar.close()
+        p.sums["seconds"] += time.perf_counter() - started
+        return p.batch == self.steps_per_epoch
+
+    def train_step(self, idx: torch.Tensor) -> None:
+        """One batch: augment (SpecAugment, sometimes mixup), forward, backward, step the optimizer and schedule."""
+        config, sums = self.config, self.progress.sums
+        x, y = self.source.batch(idx), self.targets[idx].to(self.device)
+        x = spec_augment(x, config.freq_mask, config.time_mask, generator=self.generator)
+        if float(torch.rand((), generator=self.generator)) < config.mixup_prob:
+            x, y_a, y_b, lam = mixup(x, y, config.mixup_alpha, generator=self.generator)
+        else:
+            y_a, y_b, lam = y, y, 1.0
+        logits = self.forward(x).float()
+        loss = lam * self.criterion(logits, y_a) + (1 - lam) * self.criterion(logits, y_b)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        sums["lr"] = self.optimizer.param_groups[0]["lr"]  # the rate this step used
+        self.scheduler.step()
+        pred = logits.argmax(dim=1)
+        sums["loss"] += float(loss.detach()) * len(idx)
+        sums["correct"] += float(lam * (pred == y_a).sum() + (1 - lam) * (pred == y_b).sum())
+        sums["seen"] += len(idx)
+
+    def evaluate(self, indices: torch.Tensor):
+        self.model.eval()
+        return evaluate(self.forward, self.source.batch, indices, self.targets, len(self.data.classes),
+                        self.criterion, self.config.eval_batch_size)
+
+    def save_best(self, val) -> None:
+        """best.pt when this epoch's validation accuracy beats every earlier one (and its test result)."""
+        p, split, classes = self.progress, self.split, self.data.classes
+        if p.best is not None and val.accuracy <= p.best["val"]["accuracy"]:
+            return
+        test = self.evaluate(self.test_idx).to_dict(classes) if self.test_idx is not None else None
+        p.best = {"epoch": p.epoch, "val": p.last_val, "test": test}
+        meta = {"run_name": self.config.run_name, "epoch": p.epoch, "val_accuracy": val.accuracy,
+                "val_fold": split.val_fold, "protocol": split.protocol,
+                "test_accuracy": test["accuracy"] if test else None}
+        save_checkpoint(self.run_dir / "best.pt", self.model, self.config.features, classes, meta)
+
+    def save_last(self) -> None:
+        """last.pt: the weights and everything `restore` needs to continue from exactly here."""
+        p = self.progress
+        meta = {"run_name": self.config.run_name, "epoch": p.epoch - 1, "val_fold": self.split.val_fold}
+        extra = self.state_dict()
+        if p.batch == 0:
+            extra["permutation"] = None  # a new epoch draws its order when it starts
+        save_checkpoint(self.run_dir / "last.pt", self.model, self.config.features, self.data.classes, meta, extra)
+
+    def log_epoch(self, val, eval_started: float) -> dict:
+        """This epoch's scalars into TensorBoard (flushed: a Volume commit publishes them); returns them."""
+        p, sums = self.progress, self.progress.sums
+        row = {
+            "train/loss": sums["loss"] / sums["seen"], "train/accuracy": sums["correct"] / sums["seen"],
+            "val/loss": val.loss, "val/accuracy": val.accuracy, "lr": sums["lr"],
+            # train time (summed over a resume) + this epoch's evaluation and best.pt
+            "perf/epoch_seconds": sums["seconds"] + time.perf_counter() - eval_started,
+            "perf/samples_per_second": sums["seen"] / max(sums["seconds"], 1e-9),
+            "hparam/best_val_accuracy": p.best["val"]["accuracy"],
+        }
+        for tag, value in row.items():
+            self.writer.add_scalar(tag, value, p.epoch)
+        self.writer.flush()
+        print(f"epoch {p.epoch}/{self.config.epochs}  train loss {row['train/loss']:.4f} "
+              f"acc {row['train/accuracy']:.3f}  val loss {val.loss:.4f} acc {val.accuracy:.3f}  "
+              f"lr {row['lr']:.2e}  {row['perf/samples_per_second']:.0f} samples/s", flush=True)
+        return {"epoch": p.epoch, **row}
+
+    def end_epoch(self) -> dict:
+        """Evaluate, keep the best, log, then move on to the next epoch and save last.pt there."""
+        p = self.progress
+        started = time.perf_counter()
+        val = self.evaluate(self.val_idx)
+        p.last_val = val.to_dict(self.data.classes)
+        self.save_best(val)
+        row = self.log_epoch(val, started)
+        p.epoch, p.batch = p.epoch + 1, 0
+        self.save_last()
+        self.write_summary("finished" if p.epoch > self.config.epochs else "running")
+        return row
+
+
 def train(config: TrainConfig, resume: bool = False, stop: threading.Event | None = None,
           on_epoch_end: Callable[[dict], None] | None = None, cv: bool = False) -> TrainResult:
     """Train (or, with resume=True, continue) the run `config.runs_dir/config.run_name`.
@@ -152,202 +329,58 @@ def train(config: TrainConfig, resume: bool = False, stop: threading.Event | Non
     if not config.run_name:
         config = replace(config, run_name=time.strftime("run-%Y%m%d-%H%M%S"))
     run_dir = Path(config.runs_dir) / config.run_name
-    state: dict | None = None
-    if resume:
-        try:
-            last = load_checkpoint(run_dir / "last.pt")
-        except CheckpointError as err:
-            raise TrainingError(f"Cannot resume run {config.run_name!r}: {err}") from None
-        state = last.extra
-        saved = TrainConfig.from_dict(state["train_config"])
+    last = _resume_from(run_dir, config.run_name) if resume else _refuse_existing(run_dir)
+    if last is not None:  # the saved recipe wins; where it runs is the caller's
+        saved = TrainConfig.from_dict(last.extra["train_config"])
         config = replace(saved, **{k: getattr(config, k) for k in RUNTIME_FIELDS})
-    elif (run_dir / "last.pt").exists() or (run_dir / "summary.json").exists():
-        raise TrainingError(f"Run {run_dir} already exists: resume it (--resume) or pick another --run-name.")
 
-    # Everything that can be wrong with the data fails here, before a run folder exists.
-    split = config.split
-    root = prepare(config.data_dir, config.data_url, config.data_sha256, config.download, config.progress)
-    data = load_dataset(root, config.model.num_classes)
-    device = pick_device(config.device)
-    cuda = device.type == "cuda"
-    use_amp, channels_last = config.amp and cuda, config.channels_last and cuda
-    if config.feature_cache:
-        source = CachedFeatures(data, config.features, config.cache_dir, device, config.progress)
-    else:
-        source = AudioFeatures(data, config.features, device)
-    targets = data.targets()
-    train_idx = torch.tensor(data.indices(split.train_folds))
-    val_idx = torch.tensor(data.indices([split.val_fold]))
-    test_idx = torch.tensor(data.indices([split.test_fold])) if split.test_fold else None
-    steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
-    if config.pct_start * config.epochs * steps_per_epoch <= 1:  # OneCycleLR divides by zero at 1
-        raise TrainingError(f"{config.epochs} epochs of {steps_per_epoch} batches are too few steps for "
-                            f"OneCycleLR's warm-up (pct_start {config.pct_start} of them must exceed 1 "
-                            "step): train for more epochs.")
-
-    torch.manual_seed(config.seed)
-    if cuda:
-        torch.backends.cudnn.benchmark = True
-    model = AudioCNN(config.model).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.max_lr, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-        pct_start=config.pct_start)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    generator = torch.Generator().manual_seed(config.seed)
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    epoch, batch, perm = 1, 0, None
-    sums = {"loss": 0.0, "correct": 0.0, "seen": 0, "seconds": 0.0}
-    best: dict | None = None
-    last_val: dict | None = None
-    if state:
-        model.load_state_dict(last.model_state)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        generator.set_state(state["rng"]["generator"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if cuda and state["rng"].get("cuda"):
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        epoch, batch, perm = state["epoch"], state["batch"], state.get("permutation")
-        sums, best, last_val = dict(state["sums"]), state.get("best"), state.get("last_val")
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        x = x.unsqueeze(1)  # (batch, 1, n_mels, frames)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext():
-            return model(x)
-
-    def save_last(epoch: int, batch: int, perm: torch.Tensor | None) -> None:
-        extra = {
-            "train_config": config.to_dict(), "epoch": epoch, "batch": batch, "permutation": perm,
-            "sums": dict(sums), "best": best, "last_val": last_val,
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if cuda else []},
-        }
-        meta = {"run_name": config.run_name, "epoch": epoch - 1, "val_fold": split.val_fold}
-        save_checkpoint(run_dir / "last.pt", model, config.features, data.classes, meta, extra)
-
-    def write_summary(status: str, completed: int, error: str | None = None) -> dict:
-        summary = summary_json(status=status, run_name=config.run_name, classes=data.classes,
-                               split=split, epochs_completed=completed, epochs_total=config.epochs,
-                               best=best, last_val=last_val, cv=cv, error=error)
-        write_json(run_dir / "summary.json", summary)
-        return summary
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    previous = read_json(run_dir / "config.json") if state else {}
-    environment = {"device": str(device), "amp": use_amp, "channels_last": channels_last,
-                   "model_parameters": count_parameters(model)}
-    write_json(run_dir / "config.json", config_json(config.to_dict(), data, split, environment, previous,
-                                                    resumed_at=(epoch, batch) if state else None))
-    # purge_step: should a previous process have logged epochs after its last.pt, TensorBoard drops them.
-    writer = SummaryWriter(str(run_dir), purge_step=epoch if state else None)
-    hp = {k: (str(v) if isinstance(v, (list, tuple)) or v is None else v)
-          for k, v in flatten(config.to_dict()).items()}
-    for proto in hparams_summary(hp, {"hparam/best_val_accuracy": 0.0, "hparam/reported_accuracy": 0.0}):
-        writer.file_writer.add_summary(proto)
-    write_summary("running", epoch - 1)
-    status, trained = "finished", epoch <= config.epochs
+    job = Job(config, cv)  # everything that can be wrong with the data fails here
+    if last is not None:
+        job.restore(last.model_state, last.extra)
+    job.open_run(resumed=last is not None)
+    had_epochs_left = job.progress.epoch <= config.epochs
+    status = "finished"
     try:
         with _stop_on_signals(stop or threading.Event()) as stop:
-            while epoch <= config.epochs:
-                if batch == 0:
-                    if stop.is_set():
-                        status = "stopped"
-                        break
-                    perm = torch.randperm(len(train_idx), generator=generator)
-                    sums = {"loss": 0.0, "correct": 0.0, "seen": 0, "seconds": 0.0}
-                model.train()
-                bar = tqdm(total=steps_per_epoch, initial=batch, desc=f"epoch {epoch}/{config.epochs}",
-                           leave=False, disable=not config.progress, file=sys.stderr)
-                started = time.perf_counter()
-                while batch < steps_per_epoch and not (batch > 0 and stop.is_set()):
-                    idx = train_idx[perm[batch * config.batch_size : (batch + 1) * config.batch_size]]
-                    x, y = source.batch(idx), targets[idx].to(device)
-                    x = spec_augment(x, config.freq_mask, config.time_mask, generator=generator)
-                    if float(torch.rand((), generator=generator)) < config.mixup_prob:
-                        x, y_a, y_b, lam = mixup(x, y, config.mixup_alpha, generator=generator)
-                    else:
-                        y_a, y_b, lam = y, y, 1.0
-                    logits = forward(x)
-                    loss = lam * criterion(logits.float(), y_a) + (1 - lam) * criterion(logits.float(), y_b)
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                    lr = optimizer.param_groups[0]["lr"]
-                    scheduler.step()
-                    pred = logits.argmax(dim=1)
-                    sums["loss"] += float(loss.detach()) * len(idx)
-                    sums["correct"] += float(lam * (pred == y_a).sum() + (1 - lam) * (pred == y_b).sum())
-                    sums["seen"] += len(idx)
-                    sums["lr"] = lr
-                    batch += 1
-                    bar.set_postfix(loss=f"{sums['loss'] / sums['seen']:.3f}", refresh=False)
-                    bar.update()
-                bar.close()
-                sums["seconds"] += time.perf_counter() - started
-                if batch < steps_per_epoch:  # stopped part-way: last.pt resumes at this batch
+            while job.progress.epoch <= config.epochs:
+                if job.progress.batch == 0 and stop.is_set():
                     status = "stopped"
                     break
-
-                val_started = time.perf_counter()
-                model.eval()
-                val = evaluate(forward, source.batch, val_idx, targets, len(data.classes), criterion,
-                               config.eval_batch_size)
-                last_val = val.to_dict(data.classes)
-                if best is None or val.accuracy > best["val"]["accuracy"]:
-                    test = None
-                    if test_idx is not None:
-                        test = evaluate(forward, source.batch, test_idx, targets, len(data.classes),
-                                        criterion, config.eval_batch_size).to_dict(data.classes)
-                    best = {"epoch": epoch, "val": last_val, "test": test}
-                    meta = {"run_name": config.run_name, "epoch": epoch, "val_accuracy": val.accuracy,
-                            "val_fold": split.val_fold, "protocol": split.protocol,
-                            "test_accuracy": test["accuracy"] if test else None}
-                    save_checkpoint(run_dir / "best.pt", model, config.features, data.classes, meta)
-                row = {
-                    "train/loss": sums["loss"] / sums["seen"], "train/accuracy": sums["correct"] / sums["seen"],
-                    "val/loss": val.loss, "val/accuracy": val.accuracy, "lr": sums["lr"],
-                    # train time (summed over a resume) + this epoch's evaluation and best.pt
-                    "perf/epoch_seconds": sums["seconds"] + time.perf_counter() - val_started,
-                    "perf/samples_per_second": sums["seen"] / max(sums["seconds"], 1e-9),
-                    "hparam/best_val_accuracy": best["val"]["accuracy"],
-                }
-                for tag, value in row.items():
-                    writer.add_scalar(tag, value, epoch)
-                writer.flush()
-                epoch, batch = epoch + 1, 0
-                save_last(epoch, 0, None)
-                summary = write_summary("finished" if epoch > config.epochs else "running", epoch - 1)
-                print(f"epoch {epoch - 1}/{config.epochs}  train loss {row['train/loss']:.4f} "
-                      f"acc {row['train/accuracy']:.3f}  val loss {val.loss:.4f} acc {val.accuracy:.3f}  "
-                      f"lr {row['lr']:.2e}  {row['perf/samples_per_second']:.0f} samples/s", flush=True)
+                if not job.train_epoch(stop):  # stopped part-way: last.pt resumes at this batch
+                    status = "stopped"
+                    break
+                row = job.end_epoch()
                 if on_epoch_end:
-                    on_epoch_end({"epoch": epoch - 1, **row})
+                    on_epoch_end(row)
             if status == "stopped":
-                save_last(epoch, batch, perm if batch else None)
-                print(f"stopped at epoch {epoch}, batch {batch}; last.pt saved: resume with --resume",
-                      flush=True)
-            summary = write_summary(status, epoch - 1)
+                job.save_last()
+                print(f"stopped at epoch {job.progress.epoch}, batch {job.progress.batch}; "
+                      "last.pt saved: resume with --resume", flush=True)
+            summary = job.write_summary(status)
             reported = summary["evaluation"]["reported_accuracy"]
-            if status == "finished" and reported is not None and trained:
-                writer.add_scalar("hparam/reported_accuracy", reported, config.epochs)
+            if status == "finished" and reported is not None and had_epochs_left:
+                job.writer.add_scalar("hparam/reported_accuracy", reported, config.epochs)
     except BaseException as err:
-        write_summary("stopped", epoch - 1, error=f"{type(err).__name__}: {err}")
+        job.write_summary("stopped", error=f"{type(err).__name__}: {err}")
         raise
     finally:
-        writer.close()
+        job.writer.close()
     if on_epoch_end and status == "stopped":
-        on_epoch_end({"epoch": epoch - 1, "stopped": True})
-    return TrainResult(run_dir, status, epoch - 1, summary["best_epoch"], summary["best_val_accuracy"],
-                       summary["evaluation"]["reported_accuracy"], summary)
+        on_epoch_end({"epoch": job.progress.epoch - 1, "stopped": True})
+    return TrainResult(run_dir, status, job.progress.epoch - 1, summary["best_epoch"], summary["best_val_accuracy"],
+                       reported, summary)
+
+
+def _resume_from(run_dir: Path, name: str):
+    try:
+        return load_checkpoint(run_dir / "last.pt")
+    except CheckpointError as err:
+        raise TrainingError(f"Cannot resume run {name!r}: {err}") from None
+
+
+def _refuse_existing(run_dir: Path) -> None:
+    if (run_dir / "last.pt").exists() or (run_dir / "summary.json").exists():
+        raise TrainingError(f"Run {run_dir} already exists: resume it (--resume) or pick another --run-name.")
 
 
 def cross_validate(config: TrainConfig, resume: bool = False, stop: threading.Event | None = None,

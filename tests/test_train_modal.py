@@ -10,10 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
 from conftest import ROOT
 from esc50_factory import make_dataset
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from core.checkpoint import load_checkpoint
 
@@ -58,15 +57,17 @@ def test_imports_without_modal_credentials(tmp_path):
 
 
 def test_modal_run_hands_its_flags_to_the_same_parser():
-    import train_modal
     from modal.cli.run import _get_click_command_for_local_entrypoint
+
+    import train_modal
+    from core.train_config import config_from_args
 
     command = _get_click_command_for_local_entrypoint(train_modal.app, train_modal.main)
     flags = ["--epochs", "7", "--run-name", "gpu-run", "--gpu", "H100", "--test-fold", "5", "--val-fold", "4",
              "--train-folds", "1,2,3"]
     ctx = command.make_context("main", list(flags), obj={})
     args = train_modal.build_parser().parse_args(ctx.args)
-    config = train_modal.config_from_args(args)
+    config = config_from_args(args)
     assert (config.epochs, config.run_name, config.test_fold, config.train_folds) == (7, "gpu-run", 5, (1, 2, 3))
     assert args.gpu == "H100"
 
