@@ -24,7 +24,6 @@ import gzip as gzip_lib
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,8 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 from audio_factory import wav_bytes  # noqa: E402
-from bench.machine import describe  # noqa: E402
 from conftest import free_port, start_process, stop_process  # noqa: E402
+
+from bench.machine import describe  # noqa: E402
 from core.inference import Predictor  # noqa: E402
 from core.schema import analysis_from_wire, analysis_to_wire  # noqa: E402
 

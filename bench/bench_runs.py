@@ -87,8 +87,8 @@ def main() -> None:
             cache = runs.EventCache()
             times["baseline"].append(timed(lambda: baseline(root)))
             times["threads"].append(timed(lambda: threads(root)))
-            times["cold"].append(timed(lambda: runs.load_runs(root, cache=cache)))
-            times["warm"].append(timed(lambda: runs.load_runs(root, cache=cache)))
+            times["cold"].append(timed(lambda cache=cache: runs.load_runs(root, cache=cache)))
+            times["warm"].append(timed(lambda cache=cache: runs.load_runs(root, cache=cache)))
             assert cache.parses == RUNS, "the warm load parsed files again"
         check = runs.load_runs(root, cache=runs.EventCache()).scalars
         assert len(check) == len(baseline(root)) == RUNS * len(TAGS) * STEPS

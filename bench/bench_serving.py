@@ -40,8 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 from audio_factory import wav_bytes  # noqa: E402
-from bench.machine import describe  # noqa: E402
 from conftest import free_port, start_process, stop_process  # noqa: E402
+
+from bench.machine import describe  # noqa: E402
 
 
 def start_server(batch_max: int, runs_dir: str) -> tuple[subprocess.Popen, str]:

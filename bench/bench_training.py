@@ -85,7 +85,8 @@ def main() -> None:
                       f"{', '.join(f'{r:.1f}' for r in epochs)} samples/s per epoch "
                       f"(whole run incl. setup {time.perf_counter() - started:.1f} s)", flush=True)
         build = time.perf_counter()
-        from core.esc50 import CachedFeatures, load_dataset
+        from core.datasets import load_dataset
+        from core.feature_cache import CachedFeatures
 
         dataset = load_dataset(data, num_classes=10)
         fresh = CachedFeatures(dataset, base.features, Path(tmp) / "fresh-cache", progress=False)

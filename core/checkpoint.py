@@ -12,7 +12,7 @@ A checkpoint is a plain dict saved with `torch.save` and read back with
     meta            training metadata (run name, epoch, val accuracy, ...)
     extra           optional training state (optimizer, scheduler, RNG) for resume
 
-Writes are atomic (temp file in the same folder, fsync, rename), so a reader
+Writes are atomic (core.atomic_write, with fsync), so a reader
 never sees half a checkpoint, even when training is killed mid-save.
 """
 
@@ -21,14 +21,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from core.atomic_write import atomic_open
 from core.features import FeatureConfig
 from core.model import AudioCNN, ModelConfig
 
@@ -88,17 +87,8 @@ def save_checkpoint(path: str | Path, model: AudioCNN, feature_config: FeatureCo
         "meta": dict(meta or {}),
         "extra": dict(extra or {}),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb", fsync=True) as f:
+        torch.save(payload, f)
     return ckpt_id
 
 

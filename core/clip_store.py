@@ -10,7 +10,7 @@ Where it lives: `Settings.clips_dir` (AUDIO_CNN_CLIPS_DIR) if set, else
 `default_clips_dir()`: `$XDG_CACHE_HOME/audio-cnn/clips` (`~/.cache/audio-cnn/clips`). A cache dir,
 not the runs folder: clips are disposable, the runs folder may be a synced
 Modal Volume, and the repository stays clean. Several dashboard processes
-may share one folder: writes are atomic (temp file + rename), and a clip
+may share one folder: writes are atomic (core.atomic_write), and a clip
 that another process evicts between listing and reading is simply missing.
 """
 
@@ -19,9 +19,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+
+from core.atomic_write import atomic_write
 
 SUFFIX = ".audio"
 HASH_CHARS = 16  # 64 bits of sha256: plenty for one dashboard's clips, short enough for a URL
@@ -69,15 +70,7 @@ class ClipStore:
             return key
         if len(data) > self.max_bytes:
             return key  # keeping it would evict everything else and still break the cap
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=SUFFIX)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)  # atomic: readers see the whole clip or none
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, data)  # readers see the whole clip or none
         self.evict(keep=key)
         return key
 

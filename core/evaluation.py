@@ -1,6 +1,6 @@
 """Evaluation: metrics over a fold, what a run reports, and the run's JSON documents.
 
-Honest evaluation on ESC-50 (see core.esc50.Split): the fold that picks the
+Honest evaluation on ESC-50 (see core.datasets.Split): the fold that picks the
 best checkpoint is never the fold whose accuracy is reported as the result.
 
     holdout         train on some folds, select best.pt on `val_fold`, report
@@ -19,7 +19,6 @@ and cv_summary.json; summary.json's keys `status`, `epochs_completed`,
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import sys
 import time
@@ -31,8 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.atomic_write import atomic_write
 from core.audio import SAMPLE_RATE
-from core.esc50 import ESC50, Split
+from core.datasets import ESC50, Split
 
 STEP_MEANING = "one scalar point per epoch; step = epoch number, starting at 1"
 
@@ -62,7 +62,7 @@ class EvalResult:
             "loss": self.loss,
             "accuracy": self.accuracy,
             "clips": int(len(self.targets)),
-            "per_class_accuracy": dict(zip(classes, self.per_class_accuracy())),
+            "per_class_accuracy": dict(zip(classes, self.per_class_accuracy(), strict=True)),
             "confusion_matrix": self.confusion().tolist(),
         }
 
@@ -169,10 +169,7 @@ def summary_json(
 
 def write_json(path: str | Path, data: dict) -> None:
     """Write JSON atomically (a reader such as the dashboard never sees half a file)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2) + "\n")
 
 
 def read_json(path: str | Path) -> dict:

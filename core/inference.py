@@ -20,15 +20,24 @@ import numpy as np
 import torch
 
 from core.audio import SAMPLE_RATE, decode_audio
-from core.batching import MicroBatcher
 from core.checkpoint import Checkpoint, find_default_checkpoint, load_checkpoint
 from core.features import FeatureConfig, LogMel
 from core.labels import CLASSES, category_of
+from core.microbatcher import MicroBatcher
 from core.model import AudioCNN, ModelConfig, describe_layers
 from core.results import (  # noqa: F401  (re-exported: the result types are part of this API)
-    WINDOW_SECONDS, Analysis, ChannelMaps, FeatureMapMode, ModelInfo, OptionError, Prediction, Window,
-    waveform_envelope, window_starts,
+    WINDOW_SECONDS,
+    Analysis,
+    ChannelMaps,
+    FeatureMapMode,
+    ModelInfo,
+    OptionError,
+    Prediction,
+    Window,
+    waveform_envelope,
+    window_starts,
 )
+
 
 def _plain(meta: dict) -> dict:
     """Checkpoint metadata restricted to JSON-friendly scalars."""
@@ -56,7 +65,7 @@ class Predictor:
     """Thread-safe: forwards are serialised (on CPU two at once only fight for the cores).
 
     With `enable_batching`, concurrent forwards are instead gathered into
-    batched ones by a `core.batching.MicroBatcher` (one worker thread).
+    batched ones by a `core.microbatcher.MicroBatcher` (one worker thread).
     """
 
     def __init__(self, model: AudioCNN, feature_config: FeatureConfig, classes: list[str],
@@ -185,7 +194,7 @@ class Predictor:
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start : start + batch_size]
                 batch = torch.from_numpy(np.stack([clips[i] for i in chunk]).astype(np.float32))
-                for i, probs in zip(chunk, self.probabilities(batch)):
+                for i, probs in zip(chunk, self.probabilities(batch), strict=True):
                     results[i] = self._top_k(probs, top_k)
         return results  # type: ignore[return-value]
 
@@ -245,7 +254,7 @@ class Predictor:
             return {}
         names = [n for n in captured if mode == "blocks" or ".block-" not in n]
         means = [captured[n][0].float().mean(dim=0) for n in names]
-        return {n: np.nan_to_num(m.cpu().numpy()) for n, m in zip(names, means)}
+        return {n: np.nan_to_num(m.cpu().numpy()) for n, m in zip(names, means, strict=True)}
 
     @staticmethod
     def _top_channels(captured: dict[str, torch.Tensor], layer: str, k: int) -> ChannelMaps:
@@ -271,5 +280,5 @@ class Predictor:
         probs = self.probabilities(torch.stack([wave[s : s + size] for s in starts]))
         return [
             Window(start=s / SAMPLE_RATE, end=(s + size) / SAMPLE_RATE, predictions=self._top_k(p, top_k))
-            for s, p in zip(starts, probs)
+            for s, p in zip(starts, probs, strict=True)
         ]

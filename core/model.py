@@ -93,7 +93,7 @@ class AudioCNN(nn.Module):
             pool=nn.MaxPool2d(3, stride=2, padding=1),
         ))
         in_ch = config.stem_channels
-        for s, (width, depth) in enumerate(zip(config.widths, config.depths)):
+        for s, (width, depth) in enumerate(zip(config.widths, config.depths, strict=True)):
             stride = 1 if s == 0 else 2
             setattr(self, f"layer{s + 2}", make_stage(in_ch, width, depth, stride))
             in_ch = width

@@ -187,7 +187,7 @@ def per_class_chart(accuracy: Mapping[str, float] | Sequence[float],
         values = list(accuracy)
         if len(values) != len(classes):
             raise ValueError(f"expected {len(classes)} accuracies, got {len(values)}")
-        pairs = list(zip(classes, values))
+        pairs = list(zip(classes, values, strict=True))
     bars = pd.DataFrame({
         "class": [pretty(name) for name, _ in pairs],
         "category": [category_of(name) for name, _ in pairs],

@@ -243,7 +243,7 @@ def _merge_files(files: list[ParsedFile]) -> dict[str, tuple[np.ndarray, ...]]:
             tag = SEED_TAGS.get(raw_tag, raw_tag)
             if tag in series and len(arrays[0]):
                 keep = series[tag][0] < arrays[0].min()
-                arrays = tuple(np.concatenate([old[keep], new]) for old, new in zip(series[tag], arrays))
+                arrays = tuple(np.concatenate([old[keep], new]) for old, new in zip(series[tag], arrays, strict=True))
             series[tag] = arrays
     return series
 

@@ -33,8 +33,15 @@ from core.audio import AudioError
 from core.checkpoint import CheckpointError
 from core.inference import OptionError, Predictor
 from core.schema import (
-    API_VERSION, BadBase64Error, ErrorResponse, EvaluateRequest, EvaluateResponse,
-    analysis_to_wire, decode_audio_data, error_body, model_info_to_wire,
+    API_VERSION,
+    BadBase64Error,
+    ErrorResponse,
+    EvaluateRequest,
+    EvaluateResponse,
+    analysis_to_wire,
+    decode_audio_data,
+    error_body,
+    model_info_to_wire,
 )
 from core.settings import Settings
 
@@ -116,7 +123,7 @@ def create_app(predictor: Predictor, token: str | None = None, settings: Setting
     """The FastAPI app serving `predictor`; `token` (if set) is required as a bearer token.
 
     With `settings.batch_max > 1` (the default) concurrent requests share
-    forward passes: this turns on `predictor.enable_batching` (see core.batching).
+    forward passes: this turns on `predictor.enable_batching` (see core.microbatcher).
     """
     settings = settings or Settings()
     if settings.batch_max > 1:

@@ -24,11 +24,12 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+from core.atomic_write import atomic_open, atomic_write
 
 MANIFEST = ".volume-sync.json"
 # last.pt only serves `--resume` on Modal; best.pt is what the local backend loads.
@@ -104,14 +105,15 @@ def sync_runs(local_dir: str | Path, volume_name: str = "audio-cnn-runs", *,
     done_bytes, copied = 0, []
     try:
         for entry, remote, relative, target in todo:
-            def report(n: int, relative: str = relative) -> None:
+            def report(n: int, relative: str = relative, start: int = done_bytes) -> None:
                 if progress is not None:
-                    progress(SyncProgress(len(copied), len(todo), done_bytes + n, total, relative))
+                    progress(SyncProgress(len(copied), len(todo), start + n, total, relative))
 
-            done_bytes += _copy(volume, remote, target, entry.mtime, report)
+            written = _copy(volume, remote, target, entry.mtime, report)
+            done_bytes += written
             copied.append(relative)
             manifest[relative] = {"size": entry.size, "mtime": entry.mtime}
-            report(0)
+            report(written)
     finally:
         if copied:  # what was copied stays copied, even when a later file fails
             _write_manifest(local_dir, volume_name, manifest)
@@ -160,24 +162,16 @@ def _safe_target(local_dir: Path, relative: str) -> Path | None:
 def _copy(volume: Any, remote: str, target: Path, mtime: int,
           report: Callable[[int], None]) -> int:
     """Stream one file to a temporary name beside `target`, then rename. Returns bytes."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
     written = 0
     try:
-        with open(temp, "wb") as out:
+        with atomic_open(target, "wb", mtime=mtime) as out:  # Ctrl-C leaves no half file either
             for chunk in volume.read_file(remote):
                 out.write(chunk)
                 written += len(chunk)
                 report(written)
-        os.utime(temp, (mtime, mtime))
-        os.replace(temp, target)
     except Exception as exc:
-        temp.unlink(missing_ok=True)
         raise VolumeSyncError(f"Copying {remote!r} to {target} failed: "
                               f"{type(exc).__name__}: {exc}") from exc
-    except BaseException:  # Ctrl-C: no half file left behind
-        temp.unlink(missing_ok=True)
-        raise
     return written
 
 
@@ -197,7 +191,4 @@ def _read_manifest(local_dir: Path, volume_name: str) -> dict:
 
 
 def _write_manifest(local_dir: Path, volume_name: str, files: dict) -> None:
-    path = local_dir / MANIFEST
-    temp = path.with_name(f"{MANIFEST}.{uuid.uuid4().hex[:8]}.part")
-    temp.write_text(json.dumps({"volume": volume_name, "files": files}, indent=1), encoding="utf-8")
-    os.replace(temp, path)
+    atomic_write(local_dir / MANIFEST, json.dumps({"volume": volume_name, "files": files}, indent=1))

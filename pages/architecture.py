@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core import charts
+from core import network_charts
 from pages import ui
 
 DETAIL = {"stages": 0, "blocks": 1, "every layer": 9}
@@ -14,9 +14,9 @@ st.caption(f"{model['name']}: input {' x '.join(map(str, arch['input_shape']))} 
            f"for a 5 s clip), stages of {cfg.get('depths')} blocks at {cfg.get('widths')} channels. "
            "Each block: thickness = channels, width = time frames, height = frequency rows. Drag to orbit, "
            "scroll to zoom, hover for shape and parameters.")
-st.pydeck_chart(charts.architecture_deck(arch["layers"]), height=520)
+st.pydeck_chart(network_charts.architecture_deck(arch["layers"]), height=520)
 
 st.metric("Total parameters", f"{arch['total_params']:,}")
 detail = st.segmented_control("Rows", list(DETAIL), default="blocks", key="rows", bind="query-params")
-st.dataframe(charts.layer_table(arch["layers"], max_depth=DETAIL[detail or "blocks"]), hide_index=True,
+st.dataframe(network_charts.layer_table(arch["layers"], max_depth=DETAIL[detail or "blocks"]), hide_index=True,
              width="stretch", column_config={"parameters": st.column_config.NumberColumn(format="localized")})

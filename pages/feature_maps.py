@@ -7,7 +7,7 @@ the layer's most active single channels (`channels_of`, `channels_top`).
 
 import streamlit as st
 
-from core import charts
+from core import clip_charts, network_charts
 from pages import ui
 
 STAGE_TITLES = {"stem": "Stem (layer1)", "layer2": "Stage layer2", "layer3": "Stage layer3",
@@ -17,14 +17,14 @@ st.title("Feature Maps")
 clip, analysis = ui.current_analysis()
 if analysis is not None:
     ui.untrained_warning(analysis.model, about="features")
-    scheme = st.columns([1, 3])[0].selectbox("Colour scale", charts.SCHEMES, key="scheme", bind="query-params")
+    scheme = st.columns([1, 3])[0].selectbox("Colour scale", clip_charts.SCHEMES, key="scheme", bind="query-params")
     st.caption(f"Clip `{clip}`: channel means of {len(analysis.feature_maps)} layers in network order; "
                "`.conv` is a block's output after the residual sum, `.relu` after its final ReLU. "
                "Each map has its own colour scale; hover for its min, max, mean and shape.")
-    for stage, names in charts.group_by_stage(list(analysis.feature_maps)).items():
+    for stage, names in network_charts.group_by_stage(list(analysis.feature_maps)).items():
         st.subheader(STAGE_TITLES.get(stage, stage))
         maps = {n: analysis.feature_maps[n] for n in names}
-        st.altair_chart(charts.feature_map_grid(maps, scheme=scheme), width="content")
+        st.altair_chart(clip_charts.feature_map_grid(maps, scheme=scheme), width="content")
 
     st.header("Drill down: single channels")
     left, right = st.columns(2)
@@ -35,5 +35,5 @@ if analysis is not None:
         detail = ui.analysis_of(clip, channels_of=layer, channels_top=top)
         if detail is not None and detail.channel_maps is not None:
             cm = detail.channel_maps
-            st.altair_chart(charts.channel_grid(cm.layer, cm.channels, cm.activation, cm.maps, scheme=scheme),
+            st.altair_chart(clip_charts.channel_grid(cm.layer, cm.channels, cm.activation, cm.maps, scheme=scheme),
                             width="content")

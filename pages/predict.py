@@ -7,7 +7,7 @@ says why next to the upload.
 
 import streamlit as st
 
-from core import charts
+from core import clip_charts
 from core.client import BackendError
 from core.labels import pretty
 from pages import ui
@@ -48,7 +48,7 @@ with results:
         data = ui.clip_bytes(clip) or b""
         st.audio(data, format=ui.audio_mime(data))
         ui.untrained_warning(analysis.model)
-        st.altair_chart(charts.predictions_chart(analysis.predictions, analysis.model.trained), width="stretch")
+        st.altair_chart(clip_charts.predictions_chart(analysis.predictions, analysis.model.trained), width="stretch")
         st.markdown("  \n".join(f"{i}. **{pretty(p.label)}** {p.confidence:.1%} ({p.category})"
                                  for i, p in enumerate(analysis.predictions, 1)))
         st.caption(f"Clip `{clip}`: {analysis.duration:.2f} s, analysed by {analysis.model.name} "
@@ -56,8 +56,8 @@ with results:
 
 if analysis is not None:
     st.subheader("Waveform")
-    st.altair_chart(charts.waveform_chart(analysis.waveform, analysis.duration), width="stretch")
+    st.altair_chart(clip_charts.waveform_chart(analysis.waveform, analysis.duration), width="stretch")
     if analysis.windows:
         st.subheader("Timeline")
-        st.altair_chart(charts.timeline_chart(analysis.windows, analysis.duration, analysis.model.trained),
+        st.altair_chart(clip_charts.timeline_chart(analysis.windows, analysis.duration, analysis.model.trained),
                         width="stretch")

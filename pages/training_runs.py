@@ -155,7 +155,7 @@ shown = with_time_columns(frame, {n: by_name[n].start_time for n in selected}) i
 best = pd.DataFrame([(n, by_name[n].best_epoch) for n in selected if by_name[n].best_epoch is not None],
                     columns=["run", "step"])
 for pair in (tags[i:i + 2] for i in range(0, len(tags), 2)):
-    for column, tag in zip(st.columns(2), pair):
+    for column, tag in zip(st.columns(2), pair, strict=False):  # an odd last pair fills one column
         column.altair_chart(run_charts.scalar_chart(shown, tag, smoothing=smoothing, x=x, log_y=log_y,
                                                     best=best, runs=selected), width="stretch")
 if tags:

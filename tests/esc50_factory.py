@@ -13,13 +13,12 @@ the classes stay clearly apart.
 from __future__ import annotations
 
 import csv
+import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-
-import sys
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.labels import CLASSES  # noqa: E402

@@ -46,7 +46,7 @@ def write_run(runs_dir: Path, name: str, *, epochs: int = 12, seed: int = 0, sta
     summary = {"status": status, "run_name": name, "epochs_completed": epochs, "best_epoch": best_epoch,
                "best_val_accuracy": best, "classes": list(CLASSES),
                "evaluation": {"selection_fold": 5, "reported_accuracy": accuracy[-1][1]},
-               "per_class_accuracy": dict(zip(CLASSES, (np.diag(matrix) / matrix.sum(axis=1)).tolist())),
+               "per_class_accuracy": dict(zip(CLASSES, (np.diag(matrix) / matrix.sum(axis=1)).tolist(), strict=True)),
                "confusion_matrix": matrix.tolist()}
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "summary.json").write_text(json.dumps(summary))

@@ -9,8 +9,14 @@ import pytest
 from audio_factory import encode, tone, wav_bytes
 
 from core.audio import (
-    SAMPLE_RATE, AudioTooLongError, EmptyAudioError, NonFiniteAudioError, NotAudioError,
-    SampleRateError, TruncatedAudioError, decode_audio,
+    SAMPLE_RATE,
+    AudioTooLongError,
+    EmptyAudioError,
+    NonFiniteAudioError,
+    NotAudioError,
+    SampleRateError,
+    TruncatedAudioError,
+    decode_audio,
 )
 
 WAV_SUBTYPES = ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"]

@@ -46,8 +46,8 @@ def test_http_and_local_backends_return_the_same_analysis(checkpoint, checkpoint
     remote = HttpBackend(checkpoint_server).analyze(clip, top_k=5)
     local = LocalBackend(Predictor.from_checkpoint(checkpoint)).analyze(clip, top_k=5)
     assert [p.label for p in remote.predictions] == [p.label for p in local.predictions]
-    for r, l in zip(remote.predictions, local.predictions):
-        assert r.confidence == pytest.approx(l.confidence, rel=1e-5)
+    for theirs, ours in zip(remote.predictions, local.predictions, strict=True):
+        assert theirs.confidence == pytest.approx(ours.confidence, rel=1e-5)
     assert remote.model.checkpoint_id == local.model.checkpoint_id and remote.model.trained
     assert list(remote.feature_maps) == list(local.feature_maps)
     # arrays travel as float16: equal within its precision
@@ -193,7 +193,7 @@ def test_cli_warns_about_an_untrained_model_and_fails_cleanly_on_bad_files(tmp_p
 
 def test_the_http_client_and_the_dashboard_code_do_not_load_torch():
     # A dashboard pointed at an endpoint is a thin client: it must not pay for the model code.
-    code = ("import sys, core.client, core.schema, core.charts, core.runs, core.run_charts, core.volume, pages.ui; "
+    code = ("import sys, core.client, core.schema, core.clip_charts, core.network_charts, core.runs, core.run_charts, core.volume, pages.ui; "
             "loaded = [m for m in ('torch', 'core.inference', 'core.model', 'librosa') if m in sys.modules]; "
             "print(loaded); sys.exit(1 if loaded else 0)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

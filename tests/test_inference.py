@@ -10,13 +10,12 @@ import pytest
 import torch
 from audio_factory import tone, wav_bytes
 
-from core.checkpoint import save_checkpoint
+from core.checkpoint import find_default_checkpoint, save_checkpoint
 from core.features import FeatureConfig
-from core.checkpoint import find_default_checkpoint
 from core.inference import Predictor
-from core.results import OptionError, waveform_envelope, window_starts
 from core.labels import CLASSES
 from core.model import AudioCNN, ModelConfig
+from core.results import OptionError, waveform_envelope, window_starts
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +107,7 @@ def test_a_12s_clip_gets_windows_that_agree_with_analysing_each_window(untrained
 def test_batch_prediction_equals_one_at_a_time(untrained_predictor):
     clips = [tone(1.0, freq=f, seed=i) for i, f in enumerate((200, 400, 800))] + [tone(0.5, freq=1600)]
     batch = untrained_predictor.predict_batch(clips, top_k=3, batch_size=2)
-    for clip, preds in zip(clips, batch):
+    for clip, preds in zip(clips, batch, strict=True):
         single = untrained_predictor.analyze(clip, top_k=3, feature_maps="none").predictions
         assert [p.label for p in preds] == [p.label for p in single]
         assert preds[0].confidence == pytest.approx(single[0].confidence, rel=1e-4)

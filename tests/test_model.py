@@ -29,7 +29,7 @@ def test_capture_returns_the_seed_layer_names_in_network_order_with_5s_shapes(mo
         logits, maps = model(torch.randn(2, 1, 128, 431), capture=True)
     assert logits.shape == (2, 50)
     expected = ["layer1"]
-    for stage, depth in zip(range(2, 6), (3, 4, 6, 3)):
+    for stage, depth in zip(range(2, 6), (3, 4, 6, 3), strict=True):
         for i in range(depth):
             expected += [f"layer{stage}.block-{i}.conv", f"layer{stage}.block-{i}.relu"]
         expected.append(f"layer{stage}")

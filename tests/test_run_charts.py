@@ -33,7 +33,7 @@ def values_of(layer: dict, datasets: dict) -> list[dict]:
 
 
 def layer_where(layers, **mark) -> dict:
-    (found,) = [l for l in layers if all(l["mark"].get(k) == v for k, v in mark.items())]
+    (found,) = [layer for layer in layers if all(layer["mark"].get(k) == v for k, v in mark.items())]
     return found
 
 
@@ -54,7 +54,7 @@ def test_scalar_chart_draws_raw_faintly_and_smoothed_on_top():
 
 def test_no_smoothing_draws_one_line_of_the_raw_values():
     layers, data = spec_layers(C.scalar_chart(scalars(), "val/loss", smoothing=0))
-    assert [l["mark"]["type"] for l in layers].count("line") == 1
+    assert [layer["mark"]["type"] for layer in layers].count("line") == 1
     points = values_of(layers[0], data)
     assert all(p["smoothed"] == p["value"] for p in points)
 

@@ -40,7 +40,7 @@ def write_run(folder, steps=300, tags=TAGS, seed=0) -> dict:
 
 def rows(frame: pd.DataFrame, run: str, tag: str) -> list[tuple[int, float]]:
     sub = frame[(frame["run"] == run) & (frame["tag"] == tag)]
-    return list(zip(sub["step"].tolist(), sub["value"].tolist()))
+    return list(zip(sub["step"].tolist(), sub["value"].tolist(), strict=True))
 
 
 def records(path) -> list[tuple[int, int]]:

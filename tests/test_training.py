@@ -11,14 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from esc50_factory import class_sound, make_dataset
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from esc50_factory import class_sound, make_dataset
-
 import core.training as training
-from core.checkpoint import load_checkpoint
-from core.esc50 import DatasetError
-from core.checkpoint import find_default_checkpoint
+from core.checkpoint import find_default_checkpoint, load_checkpoint
+from core.datasets import DatasetError
 from core.inference import Predictor
 from core.model import ModelConfig
 from core.training import TrainConfig, TrainingError, cross_validate, pick_device, train
@@ -146,7 +144,7 @@ def test_best_checkpoint_serves_predictions(learned):
     clips = [class_sound(t, 5, 1.0, rng) for t in range(5) for _ in range(2)]
     labels = [predictor.analyze(c, top_k=1, feature_maps="none").predictions[0].label for c in clips]
     truth = [predictor.classes[t] for t in range(5) for _ in range(2)]
-    assert sum(a == b for a, b in zip(labels, truth)) >= 8
+    assert sum(a == b for a, b in zip(labels, truth, strict=True)) >= 8
 
 
 # -- resume ----------------------------------------------------------------------------------
@@ -249,7 +247,7 @@ def _bad_csv(root: Path) -> str:
 def _wrong_class_count(root: Path) -> str:
     path = root / "meta" / "esc50.csv"
     lines = path.read_text().splitlines()
-    keep = [lines[0]] + [l for l in lines[1:] if not l.split(",")[0].endswith("-4.wav")]
+    keep = [lines[0]] + [line for line in lines[1:] if not line.split(",")[0].endswith("-4.wav")]
     path.write_text("\n".join(keep) + "\n")
     return "has 4 classes (targets 0-3) but 5 were expected"
 

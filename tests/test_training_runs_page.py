@@ -12,13 +12,13 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
+from runs_factory import write_run
 from streamlit import dataframe_util
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
 from core.runs import smooth
-from runs_factory import write_run
 
 PAGE = str(ROOT / "pages" / "training_runs.py")
 

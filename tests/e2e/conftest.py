@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from audio_factory import wav_bytes
 from conftest import ROOT, free_port, start_process, stop_process
 
@@ -135,8 +134,8 @@ def screenshot(page, name: str) -> Path:
 
 def find_colour(png: bytes, rgb: tuple[int, int, int], tolerance: int = 60) -> tuple[int, int] | None:
     """(x, y) of the median pixel within `tolerance` of `rgb` in a screenshot, or None."""
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
     ys, xs = np.nonzero(np.abs(img - np.array(rgb)).sum(axis=2) < tolerance)
@@ -148,8 +147,8 @@ def find_colour(png: bytes, rgb: tuple[int, int, int], tolerance: int = 60) -> t
 
 def non_background_share(png: bytes) -> float:
     """Share of pixels in a screenshot that differ from its most common colour (the background)."""
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).reshape(-1, 3)
     colours, counts = np.unique(img, axis=0, return_counts=True)

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from audio_factory import encode
 
-from core.charts import STAGE_COLOURS
+from core.network_charts import STAGE_COLOURS
 
 from .conftest import find_colour, non_background_share, screenshot
 

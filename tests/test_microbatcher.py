@@ -1,4 +1,4 @@
-"""core.batching: concurrent forwards share passes, within bounds, with unbatched results.
+"""core.microbatcher: concurrent forwards share passes, within bounds, with unbatched results.
 
 The scheduling tests use a stand-in forward that holds its first pass until
 the test has queued what it wants, so what ends up in which batch is decided
@@ -15,8 +15,8 @@ import pytest
 import torch
 from audio_factory import tone
 
-from core.batching import MicroBatcher
 from core.inference import Predictor
+from core.microbatcher import MicroBatcher
 from core.server import create_app
 from core.settings import Settings, SettingsError
 
@@ -185,7 +185,7 @@ def test_concurrent_batched_analyses_equal_unbatched_ones(predictors):
     before = batched.batcher.stats.batches
     got = analyse_concurrently(batched, clips, top_k=50, feature_maps="stages")
     assert batched.batcher.stats.batches - before < len(clips)  # some passes were shared
-    for clip, result in zip(clips, got):
+    for clip, result in zip(clips, got, strict=True):
         want = plain.analyze(clip, top_k=50, feature_maps="stages")
         want_p = {p.label: p.confidence for p in want.predictions}
         got_p = {p.label: p.confidence for p in result.predictions}
@@ -200,7 +200,7 @@ def test_long_clip_windows_go_through_the_batcher_with_equal_results(predictors)
     clip = tone(11.0, freq=500)
     want, got = plain.analyze(clip, feature_maps="none"), batched.analyze(clip, feature_maps="none")
     assert len(got.windows) == len(want.windows) == 4
-    for w, g in zip(want.windows, got.windows):
+    for w, g in zip(want.windows, got.windows, strict=True):
         assert [p.label for p in g.predictions] == [p.label for p in w.predictions]
         np.testing.assert_allclose([p.confidence for p in g.predictions],
                                    [p.confidence for p in w.predictions], rtol=1e-4)
@@ -211,7 +211,7 @@ def test_batching_on_cuda_equals_unbatched_on_cuda():
     plain, batched = Predictor.untrained(device="cuda"), Predictor.untrained(device="cuda")
     batched.enable_batching(max_batch=8, max_wait_ms=50)
     clips = [tone(2.0, freq=200 + 50 * i, seed=i) for i in range(8)]
-    for clip, result in zip(clips, analyse_concurrently(batched, clips, top_k=5, feature_maps="none")):
+    for clip, result in zip(clips, analyse_concurrently(batched, clips, top_k=5, feature_maps="none"), strict=True):
         want = plain.analyze(clip, top_k=5, feature_maps="none")
         np.testing.assert_allclose([p.confidence for p in result.predictions],
                                    [p.confidence for p in want.predictions], rtol=1e-3, atol=1e-5)

@@ -1,4 +1,4 @@
-"""core.esc50: the dataset layout, folder checks, folds, download from a real loopback server, feature cache."""
+"""core.datasets: the dataset layout, folder checks, folds, download from a real loopback server, feature cache."""
 
 from __future__ import annotations
 
@@ -14,13 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import free_port
 from esc50_factory import make_archive, make_dataset
 
-from core.esc50 import (CSV_COLUMNS, AudioFeatures, CachedFeatures, DatasetError, Split,
-                        cross_validation_splits, download_archive, load_dataset, prepare,
-                        read_metadata)
+from core.datasets import CSV_COLUMNS, DatasetError, Split, cross_validation_splits, load_dataset, read_metadata
+from core.esc50_download import download_archive, prepare
+from core.feature_cache import AudioFeatures, CachedFeatures
 from core.features import FeatureConfig
 
 

@@ -1,4 +1,4 @@
-"""Figure builders: analysis data -> Altair charts (2-D) and a pydeck Deck (3-D). Pure functions.
+"""Figures of one analysed clip: analysis data -> Altair charts. Pure functions.
 
 Nothing here imports Streamlit or torch; pages pass in what a Backend
 returned and place the figure. Inputs are plain arrays and dicts:
@@ -9,8 +9,9 @@ returned and place the figure. Inputs are plain arrays and dicts:
     timeline_chart        per-window top-k of a long clip        -> one bar per 5 s window
     feature_map_grid      {name: (h, w)} channel means           -> grid of heatmaps with hover stats
     channel_grid          (k, h, w) single channels              -> grid of heatmaps
-    architecture_deck     GET /model layer rows                  -> 3-D blocks in an OrbitView (no map)
-    layer_table           GET /model layer rows                  -> DataFrame for st.dataframe
+
+The network itself (3-D view, layer table) is core/network_charts.py; training
+runs are core/run_charts.py.
 """
 
 from __future__ import annotations
@@ -23,20 +24,10 @@ from typing import Any
 import altair as alt
 import numpy as np
 import pandas as pd
-import pydeck as pdk
 
 from core.labels import CATEGORIES, category_of, pretty
 
 SCHEMES = ("viridis", "magma", "inferno", "plasma", "cividis", "blueorange", "greys")
-# One colour per part of the network in the 3-D view.
-STAGE_COLOURS: dict[str, tuple[int, int, int]] = {
-    "stem": (23, 190, 207),
-    "layer2": (31, 119, 180),
-    "layer3": (44, 160, 44),
-    "layer4": (255, 127, 14),
-    "layer5": (214, 39, 40),
-    "head": (148, 103, 189),
-}
 _CATEGORY_SCALE = alt.Scale(domain=list(CATEGORIES), scheme="tableau10")
 AXIS_WIDTH = 64  # fixed y-axis width, so charts stacked on a page share one time axis
 _HZ_LABEL = "datum.value >= 1000 ? format(datum.value / 1000, '~g') + ' kHz' : format(datum.value, '~g') + ' Hz'"
@@ -223,22 +214,6 @@ def _heatmap(values: np.ndarray, title: str, scheme: str, width: int, height: in
     ).properties(width=width, height=height)
 
 
-def stage_of(name: str) -> str:
-    """"layer3.block-1.relu" -> "layer3"; the stem (layer1) -> "stem"; anything after the stages -> "head"."""
-    head = name.split(".", 1)[0]
-    if head == "layer1":
-        return "stem"
-    return head if head in STAGE_COLOURS else "head"
-
-
-def group_by_stage(names: Sequence[str]) -> dict[str, list[str]]:
-    """Network-ordered layer names grouped by stage, order kept."""
-    groups: dict[str, list[str]] = {}
-    for n in names:
-        groups.setdefault(stage_of(n), []).append(n)
-    return groups
-
-
 def feature_map_grid(maps: Mapping[str, np.ndarray], scheme: str = "viridis", columns: int = 4,
                      width: int = 200, height: int = 64) -> alt.ConcatChart:
     """Channel-mean maps {name: (h, w)} -> a grid of heatmaps, one colour scale per map, hover stats."""
@@ -251,89 +226,6 @@ def channel_grid(layer: str, channels: Sequence[int], activation: Sequence[float
     """A layer's strongest single channels, maps (k, h, w) strongest first, titled by channel and mean."""
     charts = [
         _heatmap(m, f"channel {c} (mean {a:.2f})", scheme, width, height, f"{layer} channel {c}")
-        for c, a, m in zip(channels, activation, maps)
+        for c, a, m in zip(channels, activation, maps, strict=True)
     ]
     return alt.concat(*charts, columns=columns).resolve_scale(color="independent")
-
-
-def architecture_blocks(layers: Sequence[Mapping[str, Any]], gap: float = 5.0) -> list[dict[str, Any]]:
-    """GET /model layer rows -> one 3-D block per layer the network is made of, in order, with geometry.
-
-    The stem, every residual block and the head layers each become a box:
-    thickness along x = channels / 32 (it doubles with every stage), width
-    along y = time frames w / 2, height along z = frequency rows h / 2 (one
-    scale for both, so the shrinking maps read true). Plain cartesian units.
-    """
-    chosen = [r for r in layers if (r["depth"] == 0 and r["type"] != "Stage") or r["type"] == "ResidualBlock"]
-    blocks, x = [], 0.0
-    for r in chosen:
-        channels, h, w = (list(r["output_shape"]) + [1, 1])[:3]
-        thick, depth, elevation = max(1.0, channels / 32), max(1.0, w / 2), max(1.0, h / 2)
-        stage = stage_of(r["name"])
-        blocks.append({
-            "name": r["name"], "type": r["type"], "stage": stage,
-            "shape": " x ".join(str(s) for s in r["output_shape"]), "params": f"{r['params']:,}",
-            "polygon": [[x, -depth / 2], [x + thick, -depth / 2], [x + thick, depth / 2], [x, depth / 2]],
-            "elevation": elevation, "colour": list(STAGE_COLOURS[stage]) + [230],
-            "x0": x, "x1": x + thick, "channels": channels,
-        })
-        x += thick + gap
-    return blocks
-
-
-def stage_labels(blocks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One label per stage, centred under its blocks on the floor in front: text and [x, y, z].
-
-    In front rather than above: deck.gl depth-tests text, and a label above a
-    stage hides behind the taller blocks of the stage before it. The stem is
-    the exception: one thin block next to layer2, with nothing before it, so
-    its label goes above it, where the two labels cannot collide.
-    """
-    front = -max((b["polygon"][2][1] for b in blocks), default=0) - 12
-    labels = []
-    for stage, members in group_by_stage([b["name"] for b in blocks]).items():
-        chosen = [b for b in blocks if b["name"] in members]
-        x = (chosen[0]["x0"] + chosen[-1]["x1"]) / 2
-        if stage == "stem":
-            labels.append({"text": "stem", "position": [x, 0, chosen[0]["elevation"] + 8]})
-            continue
-        text = "head" if stage == "head" else f"{stage}\n{chosen[0]['channels']} ch"
-        labels.append({"text": text, "position": [x, front, 0]})
-    return labels
-
-
-def architecture_deck(layers: Sequence[Mapping[str, Any]], height: int = 520) -> pdk.Deck:
-    """The network as 3-D blocks in a deck.gl OrbitView (no base map), coloured by stage, with tooltips."""
-    blocks = architecture_blocks(layers)
-    length = blocks[-1]["x1"] if blocks else 1.0
-    boxes = pdk.Layer(
-        "PolygonLayer", blocks, id="blocks", get_polygon="polygon", extruded=True, wireframe=True,
-        get_elevation="elevation", get_fill_color="colour", get_line_color=[40, 40, 40],
-        pickable=True, auto_highlight=True,
-    )
-    labels = pdk.Layer(
-        "TextLayer", stage_labels(blocks), id="stage-labels", get_position="position", get_text="text",
-        get_size=15, get_color=[50, 50, 50], billboard=True,
-    )
-    view = pdk.View(type="OrbitView", controller=True)
-    # Seen from the front left, so the stem end looms larger: aim a little left of the middle and
-    # zoom (log2 of pixels per unit) so the chain spans about 700 px of a ~900 px wide canvas.
-    state = pdk.ViewState(target=[length * 0.42, 0, 4], rotation_orbit=10, rotation_x=25,
-                          zoom=math.log2(700 / length), min_zoom=-3, max_zoom=6)
-    return pdk.Deck(
-        layers=[boxes, labels], views=[view], initial_view_state=state, map_style=None, map_provider=None,
-        height=height,
-        tooltip={"html": "<b>{name}</b> ({type})<br/>output {shape}<br/>{params} parameters",
-                 "style": {"fontSize": "12px"}},
-    )
-
-
-def layer_table(layers: Sequence[Mapping[str, Any]], max_depth: int = 1) -> pd.DataFrame:
-    """GET /model layer rows down to `max_depth` -> DataFrame(layer, type, output shape, parameters)."""
-    rows = [r for r in layers if r["depth"] <= max_depth]
-    return pd.DataFrame({
-        "layer": ["\u2003" * r["depth"] + r["name"] for r in rows],
-        "type": [r["type"] for r in rows],
-        "output shape": [" x ".join(str(s) for s in r["output_shape"]) for r in rows],
-        "parameters": [int(r["params"]) for r in rows],
-    })

@@ -1,6 +1,6 @@
 """Classify a folder of audio files into a CSV, in batches.
 
-    python -m core.batch DIR --out results.csv [--checkpoint PATH] [--top-k 3] [--batch-size 16]
+    python -m core.classify_folder DIR --out results.csv [--checkpoint PATH] [--top-k 3] [--batch-size 16]
 
 Files are decoded a chunk at a time (memory stays bounded however big the
 folder), clips of equal length share forward passes (ESC-50's clips are all
@@ -60,7 +60,7 @@ def classify_items(predictor: Predictor, items: list[tuple[str, bytes]], top_k: 
         slots.append(i)
         durations.append(audio.duration)
     if clips:
-        for i, duration, preds in zip(slots, durations, predictor.predict_batch(clips, top_k, batch_size)):
+        for i, duration, preds in zip(slots, durations, predictor.predict_batch(clips, top_k, batch_size), strict=True):
             rows[i] = {
                 "file": items[i][0], "status": "ok", "label": preds[0].label,
                 "confidence": f"{preds[0].confidence:.4f}",
@@ -114,7 +114,7 @@ def write_csv(rows: Iterable[dict], out: Path) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
-    parser = argparse.ArgumentParser(prog="python -m core.batch", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m core.classify_folder", description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="folder of audio files (searched recursively)")
     parser.add_argument("--out", type=Path, default=Path("results.csv"), help="CSV to write")
     parser.add_argument("--checkpoint", type=Path, default=settings.checkpoint,

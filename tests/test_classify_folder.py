@@ -1,4 +1,4 @@
-"""core.batch: a folder of audio files -> results.csv, batched, and bad files are rows, not crashes."""
+"""core.classify_folder: a folder of audio files -> results.csv, batched, and bad files are rows, not crashes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from audio_factory import encode, tone, wav_bytes
 from conftest import ROOT
 
-from core.batch import classify_items, find_audio_files, read_chunks
+from core.classify_folder import classify_items, find_audio_files, read_chunks
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ EXPECTED = {  # file -> (status, error code or "")
 def cli_run(folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("out") / "results.csv"
     env = {**os.environ, "AUDIO_CNN_RUNS_DIR": str(tmp_path_factory.mktemp("no-runs")), "AUDIO_CNN_CHECKPOINT": ""}
-    proc = subprocess.run([sys.executable, "-m", "core.batch", str(folder), "--out", str(out), "--top-k", "4"],
+    proc = subprocess.run([sys.executable, "-m", "core.classify_folder", str(folder), "--out", str(out), "--top-k", "4"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     with open(out, newline="") as f:
         return proc, list(csv.DictReader(f))
@@ -84,7 +84,7 @@ def test_the_cli_shows_progress_and_a_summary(cli_run):
 
 
 def test_a_missing_folder_is_a_usage_error(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "core.batch", str(tmp_path / "nope")],
+    proc = subprocess.run([sys.executable, "-m", "core.classify_folder", str(tmp_path / "nope")],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "is not a folder" in proc.stderr
 
@@ -104,7 +104,7 @@ def test_equal_lengths_share_forward_passes_and_match_single_analysis(untrained_
     finally:
         del untrained_predictor.probabilities
     assert calls == [(4, 44100), (1, 44100)]
-    for (name, data), row in zip(items, rows):
+    for (name, data), row in zip(items, rows, strict=True):
         single = untrained_predictor.analyze_bytes(data, top_k=3, feature_maps="none").predictions[0]
         assert row["file"] == name and row["label"] == single.label
         assert float(row["confidence"]) == pytest.approx(single.confidence, abs=1e-4)
