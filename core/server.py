@@ -29,7 +29,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.audio import AudioError
+from core.audio import DECODE_SLOTS, AudioError
 from core.checkpoint import CheckpointError
 from core.inference import OptionError, Predictor
 from core.schema import (
@@ -126,6 +126,7 @@ def create_app(predictor: Predictor, token: str | None = None, settings: Setting
     forward passes: this turns on `predictor.enable_batching` (see core.microbatcher).
     """
     settings = settings or Settings()
+    DECODE_SLOTS.configure(settings.max_decodes)  # process-wide: one bound for every decode here
     if settings.batch_max > 1:
         predictor.enable_batching(settings.batch_max, settings.batch_wait_ms)
     app = FastAPI(
@@ -213,7 +214,7 @@ def create_app(predictor: Predictor, token: str | None = None, settings: Setting
         data = decode_audio_data(request.audio_data)
         opts = request.options
         analysis = await run_in_threadpool(
-            predictor.analyze_bytes, data, max_seconds=settings.max_audio_seconds,
+            predictor.analyze_bytes, data, max_seconds=settings.max_audio_seconds, max_samples=settings.decode_budget,
             top_k=opts.top_k, feature_maps=opts.feature_maps, window_hop=opts.window_hop,
             channels_of=opts.channels_of, channels_top=opts.channels_top,
         )
