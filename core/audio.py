@@ -22,15 +22,14 @@ more than its budget:
   (streamed FLAC: libsndfile then reports 2**63 - 1 frames) or lies is
   decoded until it ends or passes the budget, and judged by its real length;
 - samples are read `BLOCK_SAMPLES` at a time and downmixed as they arrive,
-  so peak memory is the mono signal plus two blocks, never all channels at
-  once. In float32: 4 B x (max_samples / channels + 2 x BLOCK_SAMPLES)
-  for the mono buffer and blocks, plus 4 B x max_seconds x 44,100 for the
-  resampled output: about 20 MB at the defaults;
+  so peak memory is the mono signal plus a block, never all channels at
+  once: `decode_memory_bound` states it (30 MB at the defaults; about 7 MB
+  for a 30 s 48 kHz stereo file, whose header gives its length);
 - `DECODE_SLOTS` (core.decode_slots.Slots) lets at most
   `Settings.max_decodes` decodes (default 4) run at once in this process,
   whoever calls (the server, the dashboard's in-process backend,
   classify_folder); the others wait up to `DECODE_WAIT_S`, then get
-  DecoderBusyError (503). So decoding holds at most about 4 x 20 MB at once.
+  DecoderBusyError (503). So decoding holds at most 4 x 30 MB at once.
 """
 
 from __future__ import annotations
@@ -124,6 +123,18 @@ _FORMATS = "WAV, FLAC, OGG/Vorbis or MP3"
 def default_max_samples(max_seconds: float | None) -> int | None:
     """The default decode budget: `max_seconds` of 48 kHz stereo, in samples (None: no budget)."""
     return None if max_seconds is None else math.ceil(max_seconds * BUDGET_RATE * BUDGET_CHANNELS)
+
+
+def decode_memory_bound(max_seconds: float = 30.0, max_samples: int | None = None) -> int:
+    """Bytes one decode may allocate at most (numpy buffers; the input bytes not counted).
+
+    The mono buffer holds at most max_samples frames (mono is the worst case),
+    twice that for a moment while it grows past a header that did not give
+    the length; plus a block of all channels and its finiteness mask; plus the
+    resampled output, at most max_seconds of 44.1 kHz. All float32 (4 B).
+    """
+    max_samples = default_max_samples(max_seconds) if max_samples is None else max_samples
+    return 4 * (2 * max_samples + 2 * BLOCK_SAMPLES + math.ceil(max_seconds * SAMPLE_RATE) + 1)
 
 
 def decode_audio(data: bytes, max_seconds: float | None = 30.0, max_samples: int | None = None) -> DecodedAudio:
