@@ -21,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import pickletools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,7 +102,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for damaged or foreign files
-        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        code = re.findall(r"GLOBAL ([\w.]+)", str(err)) or _pickle_globals(path)
+        if code:
+            raise CheckpointError(_refused(path, code)) from None
+        reason = _first_reason(err)
         raise CheckpointError(
             f"{path} is not a readable audio-cnn checkpoint (damaged, truncated or "
             f"another program's file): {reason}"
@@ -128,6 +133,50 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{ckpt.model_config.num_classes} outputs."
         )
     return ckpt
+
+
+def _refused(path: Path, globals_: list[str]) -> str:
+    """Why a file whose unpickling would call `globals_` (e.g. ["posix.system"]) was refused.
+
+    torch's own message opens with "Re-running `torch.load` with `weights_only`
+    set to `False` will likely succeed": for a file from a stranger that is the
+    one thing not to do, so it is never repeated.
+    """
+    return (f"{path} was refused: loading it would run code ({', '.join(dict.fromkeys(globals_))}), which "
+            "a checkpoint never needs. It was not loaded and nothing in it ran. An audio-cnn "
+            "checkpoint holds only tensors, numbers and text: use one written by this project's training.")
+
+
+def _first_reason(err: Exception) -> str:
+    """A short reason from torch's error, never its weights_only advice."""
+    text = str(err).strip()
+    detail = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n|$)", text)
+    if detail:  # weights_only's refusal of bytes it cannot parse (random bytes look like this too)
+        return detail.group(1)[:200]
+    if "weights_only" in text:
+        return "it cannot be read without running code"
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
+def _pickle_globals(path: Path) -> list[str]:
+    """"module.name" of every global a bare pickle file imports ([] if it is not one).
+
+    torch stops reading a bare protocol-4 pickle at its first opcode, before
+    the global it names; pickletools lists the opcodes without running any.
+    """
+    names, strings = [], []
+    try:
+        with open(path, "rb") as f:
+            for op, arg, _pos in pickletools.genops(f):
+                if op.name == "GLOBAL":
+                    names.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    names.append(f"{strings[-2]}.{strings[-1]}")
+                elif isinstance(arg, str):
+                    strings.append(arg)
+    except Exception:  # not a pickle, or one cut short: whatever was found so far
+        pass
+    return names
 
 
 # -- finding checkpoints in a runs folder ----------------------------------------------

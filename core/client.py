@@ -74,6 +74,9 @@ class LocalBackend:
         self.predictor = predictor
         self.settings = settings or Settings()
         self.name = f"local ({predictor.device.type})"
+        from core.audio import DECODE_SLOTS
+
+        DECODE_SLOTS.configure(self.settings.max_decodes)  # the same process-wide bound as the server's
 
     def health(self) -> Health:
         return Health(ok=True, backend=self.name, latency_ms=0.0, model=self.predictor.info,
@@ -86,7 +89,8 @@ class LocalBackend:
             raise BackendError(f"The file is larger than the {self.settings.max_body_mb:g} MB limit.",
                                413, "body_too_large")
         try:
-            return self.predictor.analyze_bytes(data, max_seconds=self.settings.max_audio_seconds, **options)
+            return self.predictor.analyze_bytes(data, max_seconds=self.settings.max_audio_seconds,
+                                                max_samples=self.settings.decode_budget, **options)
         except AudioError as err:
             raise BackendError(str(err), err.status, err.code) from None
         except OptionError as err:

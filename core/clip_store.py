@@ -26,7 +26,7 @@ from core.atomic_write import atomic_write
 
 SUFFIX = ".audio"
 HASH_CHARS = 16  # 64 bits of sha256: plenty for one dashboard's clips, short enough for a URL
-_HASH_RE = re.compile(rf"^[0-9a-f]{{{HASH_CHARS}}}$")
+_HASH_RE = re.compile(rf"[0-9a-f]{{{HASH_CHARS}}}")
 
 
 def clip_hash(data: bytes) -> str:
@@ -36,7 +36,7 @@ def clip_hash(data: bytes) -> str:
 
 def is_clip_hash(text: str | None) -> bool:
     """True for a well-formed clip id (so a URL can never name a path outside the store)."""
-    return bool(text) and bool(_HASH_RE.match(text))
+    return bool(text) and bool(_HASH_RE.fullmatch(text))  # not match + "$": "$" also matches before a final "\n"
 
 
 def default_clips_dir(env: Mapping[str, str] | None = None) -> Path:

@@ -138,10 +138,14 @@ class Predictor:
 
     # -- analysis -----------------------------------------------------------------
 
-    def analyze_bytes(self, data: bytes, max_seconds: float | None = 30.0, **options) -> Analysis:
-        """Decode an audio file's bytes and analyse it; AudioError for bad input."""
+    def analyze_bytes(self, data: bytes, max_seconds: float | None = 30.0, max_samples: int | None = None,
+                      **options) -> Analysis:
+        """Decode an audio file's bytes and analyse it; AudioError for bad input.
+
+        `max_seconds` and `max_samples` (frames x channels) bound the decode: see core.audio.
+        """
         t0 = time.perf_counter()
-        audio = decode_audio(data, max_seconds=max_seconds)
+        audio = decode_audio(data, max_seconds=max_seconds, max_samples=max_samples)
         decode_ms = (time.perf_counter() - t0) * 1000
         result = self.analyze(audio.samples, **options)
         result.timing_ms = {"decode": decode_ms, **result.timing_ms}

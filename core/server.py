@@ -3,12 +3,15 @@
 Used as is locally (`python -m core.server`) and on Modal (`serve_modal.py`).
 
     POST /evaluate   {"audio_data": base64, "options": {...}} -> analysis (seed layout)
+    POST /           the same (the seed's browser client posts to the root)
     GET  /health     liveness, model, limits (never needs a token)
     GET  /model      every layer with output shape and parameter count
     GET  /classes    the class names with their ESC-50 categories
 
 Errors are always `{"error": {"code", "message"}}`: 400 bad audio or base64,
-401 token, 413 too large, 422 schema; a 500 only ever means a bug here.
+401 token, 413 too large, 422 schema or a JSON body nested too deep / with too
+many values (core.json_limits), 503 every decode slot busy; a 500 only ever
+means a bug here.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.audio import AudioError
+from core.audio import DECODE_SLOTS, AudioError
 from core.checkpoint import CheckpointError
 from core.inference import OptionError, Predictor
+from core.json_limits import JsonShapeProblem, json_shape_problem
 from core.schema import (
     API_VERSION,
     BadBase64Error,
@@ -73,7 +77,9 @@ class BodyLimitMiddleware:
     """Refuse request bodies over `max_bytes` with a 413 before anything parses them.
 
     A declared Content-Length is checked before a byte is read; a chunked body
-    is counted as it arrives. At most `max_bytes` are ever held in memory.
+    is counted as it arrives. At most `max_bytes` are ever held in memory. A
+    body that would nest JSON too deep or hold too many values for json.loads
+    to build cheaply gets a 422 (core.json_limits) before FastAPI parses it.
     """
 
     def __init__(self, app, max_bytes: int):
@@ -98,6 +104,9 @@ class BodyLimitMiddleware:
             if not message.get("more_body", False):
                 break
         body, replayed = b"".join(chunks), False
+        problem = await _json_shape_problem(body)
+        if problem is not None:  # refused before FastAPI's json.loads builds it
+            return await error_response(422, problem.code, problem.message)(scope, receive, send)
 
         async def replay():
             nonlocal replayed
@@ -119,6 +128,13 @@ class BodyLimitMiddleware:
         await response(scope, receive, send)
 
 
+async def _json_shape_problem(body: bytes) -> JsonShapeProblem | None:
+    """core.json_limits' scan; over 1 MiB (up to ~0.3 s at 20 MB) it runs off the event loop."""
+    if len(body) <= 1 << 20:
+        return json_shape_problem(body)
+    return await run_in_threadpool(json_shape_problem, body)
+
+
 def create_app(predictor: Predictor, token: str | None = None, settings: Settings | None = None) -> FastAPI:
     """The FastAPI app serving `predictor`; `token` (if set) is required as a bearer token.
 
@@ -126,6 +142,7 @@ def create_app(predictor: Predictor, token: str | None = None, settings: Setting
     forward passes: this turns on `predictor.enable_batching` (see core.microbatcher).
     """
     settings = settings or Settings()
+    DECODE_SLOTS.configure(settings.max_decodes)  # process-wide: one bound for every decode here
     if settings.batch_max > 1:
         predictor.enable_batching(settings.batch_max, settings.batch_wait_ms)
     app = FastAPI(
@@ -201,19 +218,18 @@ def create_app(predictor: Predictor, token: str | None = None, settings: Setting
     def model() -> dict:
         return predictor.architecture()
 
-    @app.post(
-        "/evaluate",
-        dependencies=protected,
-        response_model=None,
-        responses={200: {"model": EvaluateResponse}, 400: {"model": ErrorResponse},
-                   401: {"model": ErrorResponse}, 413: {"model": ErrorResponse},
-                   422: {"model": ErrorResponse}},
-    )
+    contract = dict(dependencies=protected, response_model=None, responses={
+        200: {"model": EvaluateResponse}, 400: {"model": ErrorResponse}, 401: {"model": ErrorResponse},
+        413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}})
+
+    @app.post("/evaluate", **contract)
+    @app.post("/", summary="Evaluate (alias)", description="The same as POST /evaluate: the seed's "
+              "browser client posts to the endpoint's root.", **contract)
     async def evaluate(request: EvaluateRequest) -> Response:
         data = decode_audio_data(request.audio_data)
         opts = request.options
         analysis = await run_in_threadpool(
-            predictor.analyze_bytes, data, max_seconds=settings.max_audio_seconds,
+            predictor.analyze_bytes, data, max_seconds=settings.max_audio_seconds, max_samples=settings.decode_budget,
             top_k=opts.top_k, feature_maps=opts.feature_maps, window_hop=opts.window_hop,
             channels_of=opts.channels_of, channels_top=opts.channels_top,
         )

@@ -106,6 +106,12 @@ class Settings:
     cors_origins: tuple[str, ...] = setting(("*",), _csv, "serve", help="origins allowed to call the server from a browser")
     max_audio_seconds: float = setting(30.0, POSITIVE, "serve", "dashboard", help="longer clips are refused (413)")
     max_body_mb: float = setting(20.0, POSITIVE, "serve", "dashboard", help="larger request bodies are refused (413)")
+    max_decode_samples: int | None = setting(
+        None, _number(int, 1, float("inf")), "serve", "dashboard",
+        help="frames x channels one decode may produce, more is refused (413); "
+             "unset: max_audio_seconds of 48 kHz stereo (2,880,000 for 30 s)")
+    max_decodes: int = setting(4, _number(int, 1, 256), "serve", "dashboard",
+                               help="audio decodes running at once in one process; more wait for a slot")
     batch_max: int = setting(16, _number(int, 1, float("inf")), "serve", "deploy",
                              help="server micro-batching: clips per forward; 1 turns it off")
     batch_wait_ms: float = setting(5.0, _number(float, 0, 1000), "serve",
@@ -126,9 +132,19 @@ class Settings:
         return int(self.max_body_mb * 1024 * 1024)
 
     @property
+    def decode_budget(self) -> int:
+        """Samples (frames x channels) one decode may produce: max_decode_samples, else its default."""
+        if self.max_decode_samples is not None:
+            return self.max_decode_samples
+        from core.audio import default_max_samples  # numpy + soundfile: only when asked
+
+        return default_max_samples(self.max_audio_seconds)
+
+    @property
     def limits(self) -> dict[str, float]:
         """What a backend refuses beyond, as /health and LocalBackend.health report it."""
-        return {"max_body_bytes": self.max_body_bytes, "max_audio_seconds": self.max_audio_seconds}
+        return {"max_body_bytes": self.max_body_bytes, "max_audio_seconds": self.max_audio_seconds,
+                "max_decode_samples": self.decode_budget}
 
     @classmethod
     def from_sources(cls, *sources: Mapping[str, Any] | None) -> Settings:

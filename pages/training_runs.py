@@ -12,13 +12,13 @@ reruns the page when one of the selected runs' files changes.
 """
 
 import json
-import re
 
 import pandas as pd
 import streamlit as st
 
 from core import run_charts
 from core.labels import CLASSES
+from core.run_filter import FilterError, filter_names
 from core.runs import COLUMNS, RunInfo, find_runs, hparam_diff, load_runs, scalars_csv, with_time_columns
 from core.volume import VolumeSyncError, modal_configured, sync_runs
 from pages import ui
@@ -107,12 +107,12 @@ if data.problems:
 by_name = {info.name: info for info in data.runs}
 
 text = st.text_input("Filter runs by name (regex)", key="filter", bind="query-params", placeholder="e.g. ^sweep/")
-try:
-    pattern = re.compile(text or "")
-except re.error as err:
-    st.warning(f"`{text}` is not a regular expression ({err}): showing every run.", icon=":material/warning:")
-    pattern = re.compile("")
-matching = [info for info in data.runs if pattern.search(info.name)]
+try:  # RE2 in core.run_filter: a hostile ?filter= cannot stall the process
+    shown = set(filter_names(text, by_name))
+except FilterError as err:  # the text is not echoed: it came from a URL
+    st.warning(f"Invalid or too slow filter ({err}): showing every run.", icon=":material/warning:")
+    shown = set(by_name)
+matching = [info for info in data.runs if info.name in shown]
 st.dataframe(runs_table(matching), hide_index=True, column_config={
     "started": st.column_config.DatetimeColumn("started (UTC)", format="YYYY-MM-DD HH:mm"),
     "best val acc": st.column_config.NumberColumn(format="%.4f", help="chosen on the validation fold: optimistic"),
@@ -126,7 +126,7 @@ if unknown:
                "Sync from Modal, or check AUDIO_CNN_RUNS_DIR.", icon=":material/warning:")
 picked = st.multiselect("Compare runs", list(by_name), key="runs", bind="query-params",
                         placeholder="All runs the filter matches")
-selected = [name for name in by_name if (name in picked or not picked) and pattern.search(name)]  # table order
+selected = [name for name in by_name if (name in picked or not picked) and name in shown]  # table order
 if len(selected) < len(picked):
     st.caption(f"{len(picked) - len(selected)} selected run(s) hidden by the filter.")
 if not selected:

@@ -26,6 +26,15 @@ def test_put_then_get_returns_the_same_bytes_under_their_hash(tmp_path):
     assert key in store
 
 
+@pytest.mark.parametrize("suffix", ["\n", "\r\n", " ", "\x00", "0"])
+def test_an_id_with_anything_after_its_16_hex_digits_is_not_a_clip_id(tmp_path, suffix):
+    # re.match with "$" accepted "<hash>\n" ("$" also matches before a final newline)
+    key = ClipStore(tmp_path).put(b"RIFF-some-audio")
+    assert not is_clip_hash(key + suffix)
+    with pytest.raises(ValueError, match="not a clip id"):
+        ClipStore(tmp_path).path_of(key + suffix)
+
+
 def test_same_bytes_are_stored_once(tmp_path):
     store = ClipStore(tmp_path)
     assert store.put(b"abc") == store.put(b"abc")

@@ -122,8 +122,11 @@ def memory(pid: int) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def heavy():
-    """Request bodies: a 30 s 44.1 kHz clip, and a 96 kHz stereo float WAV just under the 20 MB limit."""
-    limit_wav = encode(tone(20.4, 96000, channels=2), 96000, "WAV", "FLOAT")
+    """Request bodies: a 30 s 44.1 kHz clip, and a 48 kHz stereo float64 WAV just under the 20 MB limit.
+
+    48 kHz stereo, not 96: 20 s at 96 kHz stereo is over the default decode budget (core.audio).
+    """
+    limit_wav = encode(tone(20.3, 48000, channels=2), 48000, "WAV", "DOUBLE")
     limit_body = json.dumps({"audio_data": base64.b64encode(limit_wav).decode()}).encode()
     assert 0.99 * 20 * MB < len(limit_body) <= 20 * MB
     clip_30s = json.dumps({"audio_data": base64.b64encode(wav_bytes(30.0)).decode()}).encode()

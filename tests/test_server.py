@@ -248,7 +248,8 @@ def test_health_needs_no_token_and_reports_model_and_limits(server):
     url, _ = server
     body = requests.get(f"{url}/health").json()
     assert body["status"] == "ok" and body["auth"] is True and body["model"]["trained"] is False
-    assert body["limits"] == {"max_body_bytes": 20 * 1024 * 1024, "max_audio_seconds": 30.0}
+    assert body["limits"] == {"max_body_bytes": 20 * 1024 * 1024, "max_audio_seconds": 30.0,
+                              "max_decode_samples": 30 * 48_000 * 2}
 
 
 def test_model_lists_every_layer(server):

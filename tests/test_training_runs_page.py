@@ -136,7 +136,7 @@ def test_the_regex_filter_narrows_the_table_and_the_curves(runs_page, two_runs):
     assert runs_drawn(scalar_specs(at)["val/accuracy"]) == ["sweep/lr-1e-3"]
     at.text_input(key="filter").input("(unclosed").run()
     assert not at.exception
-    assert any("is not a regular expression" in w for w in texts(at, "warning"))
+    assert any("Invalid or too slow filter (not a regular expression" in w for w in texts(at, "warning"))
     assert len(at.dataframe[0].value) == 2
 
 
