@@ -45,6 +45,7 @@ RUNS_VOLUME = Settings.from_env().volume
 DATA_MOUNT, RUNS_MOUNT = "/data", "/runs"
 DEFAULT_GPU = "A10G"
 DEFAULT_TIMEOUT = 4 * 60 * 60  # seconds; Modal allows up to 24 h
+RETRIES = modal.Retries(initial_delay=0.0, max_retries=10)  # a preempted run comes back at once
 
 image = (
     modal.Image.debian_slim(python_version="3.11")
@@ -98,7 +99,7 @@ class TrainingInterrupted(RuntimeError):
 
 @app.function(gpu=DEFAULT_GPU, timeout=DEFAULT_TIMEOUT,
               volumes={DATA_MOUNT: data_volume, RUNS_MOUNT: runs_volume},
-              retries=modal.Retries(initial_delay=0.0, max_retries=10),  # a preempted run comes back at once
+              retries=RETRIES,
               single_use_containers=True)  # every attempt on a fresh container
 def train_remote(argv: list[str]) -> dict:
     """Runs in the container: data from the data Volume, the run into the runs Volume."""
@@ -159,7 +160,7 @@ def main(*argv: str) -> None:
         argv = (*argv, "--run-name", time.strftime("run-%Y%m%d-%H%M%S"))
         args.run_name = argv[-1]
     print(f"training {args.run_name!r} on a Modal {args.gpu} (timeout {args.timeout} s, up to 10 retries)")
-    remote = train_remote.with_options(gpu=args.gpu, timeout=args.timeout)
+    remote = train_remote.with_options(gpu=args.gpu, timeout=args.timeout, retries=RETRIES)
     summary = remote.spawn(list(argv)).get()
     if summary.get("status") == "error":
         raise SystemExit(f"error: {summary['error']}")

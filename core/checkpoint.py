@@ -14,6 +14,11 @@ A checkpoint is a plain dict saved with `torch.save` and read back with
 
 Writes are atomic (core.atomic_write, with fsync), so a reader
 never sees half a checkpoint, even when training is killed mid-save.
+
+Which checkpoint an entry point loads is decided here, once, for all of them:
+`resolve_checkpoint(runs_dir, checkpoint, run)` over a folder, `choose_run`
+over any list of RunCheckpoint (a Modal Volume's, at deploy time). The rule
+is spelled out above `RunCheckpoint` below.
 """
 
 from __future__ import annotations

@@ -223,6 +223,17 @@ def modal_deploy(tmp_path, runs, **env) -> subprocess.CompletedProcess:
                           timeout=120, env=no_credentials_env(tmp_path, **env))
 
 
+@pytest.mark.parametrize("argv, deploying", [
+    (["/usr/local/bin/modal", "deploy", "serve_modal.py"], True),
+    (["/venv/lib/python3.11/site-packages/modal/__main__.py", "serve", "serve_modal.py"], True),
+    (["modal", "run", "serve_modal.py::classify", "--input-dir", "x"], True),
+    (["modal", "run", "serve_modal.py::classify", "--help"], False),
+    (["serve_modal.py", "--local"], False), (["-c"], False), (["/usr/bin/pytest", "deploy"], False), ([], False),
+])
+def test_only_the_modal_cli_building_the_app_resolves_a_pin(modal_env, argv, deploying):
+    assert modal_env.modal_cli_deploying(argv) is deploying
+
+
 def test_modal_deploy_pins_the_best_finished_run_into_the_container_env(tmp_path, runs):
     out = modal_deploy(tmp_path, runs)
     assert out.returncode == 0, out.stderr
