@@ -14,6 +14,11 @@ A checkpoint is a plain dict saved with `torch.save` and read back with
 
 Writes are atomic (core.atomic_write, with fsync), so a reader
 never sees half a checkpoint, even when training is killed mid-save.
+
+Which checkpoint an entry point loads is decided here, once, for all of them:
+`resolve_checkpoint(runs_dir, checkpoint, run)` over a folder, `choose_run`
+over any list of RunCheckpoint (a Modal Volume's, at deploy time). The rule
+is spelled out above `RunCheckpoint` below.
 """
 
 from __future__ import annotations
@@ -179,43 +184,102 @@ def _pickle_globals(path: Path) -> list[str]:
     return names
 
 
-# -- finding checkpoints in a runs folder ----------------------------------------------
+
+# -- which checkpoint is served: the one policy -----------------------------------------
+#
+# Every entry point (core.server, the dashboard's local model, classify_folder,
+# serve_modal locally and at deploy time) resolves its checkpoint here:
+#   1. an explicit checkpoint file (AUDIO_CNN_CHECKPOINT, --checkpoint);
+#   2. else a named run (AUDIO_CNN_RUN, --run): runs_dir/<run>/best.pt, or, when
+#      <run> is a folder of runs (a cross-validation NAME with fold-1..5), its best
+#      member by rule 3;
+#   3. else the best run under runs_dir, nested runs (CV folds) included: finished
+#      runs before unfinished ones, then the highest summary.json best_val_accuracy,
+#      then the newest best.pt (runs without a readable number come last).
+# Picking the best of several runs by validation accuracy is itself a selection on
+# the validation fold: report accuracy on a fold none of them selected on.
 
 
-def find_default_checkpoint(runs_dir: Path) -> Path | None:
-    """The newest `runs_dir/*/best.pt` (by modification time), or None."""
-    candidates = [p for p in Path(runs_dir).glob("*/best.pt") if p.is_file()]
-    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+@dataclass(frozen=True)
+class RunCheckpoint:
+    """A run folder that holds a best.pt: what the policy chooses between."""
 
+    run: str        # the folder relative to the runs root, "/"-separated: "baseline", "cv/fold-2"
+    summary: dict   # its summary.json; {} when missing or unreadable
+    mtime: float    # best.pt's modification time, unix seconds
 
-def find_best_checkpoint(runs_dir: Path) -> Path | None:
-    """The best.pt of the run whose summary.json has the highest `best_val_accuracy`.
+    @property
+    def finished(self) -> bool:
+        return self.summary.get("status") == "finished"
 
-    Runs may be nested (cross-validation folds: NAME/fold-k). A summary that
-    is missing, unreadable or has no number is skipped; with no usable
-    summary at all this falls back to the newest best.pt. Note that picking
-    the best of several runs by validation accuracy is itself a selection on
-    the validation fold: report accuracy on a fold none of them selected on.
-    """
-    scored = []
-    for best in Path(runs_dir).glob("**/best.pt"):
+    @property
+    def accuracy(self) -> float | None:
         try:
-            summary = json.loads((best.parent / "summary.json").read_text())
-            accuracy = float(summary["best_val_accuracy"])
-        except (OSError, ValueError, KeyError, TypeError):
+            value = float(self.summary["best_val_accuracy"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        return value if math.isfinite(value) else None
+
+    @property
+    def checkpoint_id(self) -> str | None:
+        """best.pt's content id as summary.json records it (None for runs trained before it did)."""
+        value = self.summary.get("best_checkpoint_id")
+        return value if isinstance(value, str) else None
+
+
+def choose_run(runs: list[RunCheckpoint], run: str | None = None) -> RunCheckpoint | None:
+    """Rules 2 and 3 above over `runs`; None when there is none. CheckpointError for a named run without one."""
+    if run:
+        run = run.strip("/")
+        runs_named = [r for r in runs if r.run == run or r.run.startswith(run + "/")]
+        if not runs_named:
+            have = ", ".join(sorted(r.run for r in runs)) or "none"
+            raise CheckpointError(f"Run {run!r} has no best.pt. Runs with a checkpoint: {have}.")
+        runs = runs_named
+    if not runs:
+        return None
+    return max(runs, key=lambda r: (r.finished, r.accuracy is not None, r.accuracy or 0.0, r.mtime, r.run))
+
+
+def list_run_checkpoints(runs_dir: str | Path) -> list[RunCheckpoint]:
+    """Every runs_dir/**/best.pt as a RunCheckpoint (a missing folder has none)."""
+    runs_dir = Path(runs_dir)
+    found = []
+    for best in runs_dir.glob("**/best.pt"):
+        if best.parent == runs_dir:  # a loose best.pt is no run; name it with AUDIO_CNN_CHECKPOINT
             continue
-        if math.isfinite(accuracy):
-            scored.append((accuracy, best.stat().st_mtime, best))
-    if scored:
-        return max(scored)[2]
-    return find_default_checkpoint(runs_dir)
+        found.append(RunCheckpoint(best.parent.relative_to(runs_dir).as_posix(),
+                                   parse_summary(_read(best.parent / "summary.json")), _mtime(best)))
+    return found
 
 
-def run_checkpoint(runs_dir: Path, run: str) -> Path:
-    """`runs_dir/<run>/best.pt`; CheckpointError naming the runs that do have one."""
-    path = Path(runs_dir) / run / "best.pt"
-    if path.is_file():
-        return path
-    have = sorted(str(p.parent.relative_to(runs_dir)) for p in Path(runs_dir).glob("**/best.pt"))
-    raise CheckpointError(f"Run {run!r} has no best.pt in {runs_dir}. "
-                          f"Runs with a checkpoint: {', '.join(have) or 'none'}.")
+def parse_summary(data: bytes | None) -> dict:
+    """summary.json's bytes -> its dict; {} when missing (None), not JSON or not an object."""
+    try:
+        summary = json.loads(data) if data is not None else {}
+    except ValueError:
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def resolve_checkpoint(runs_dir: str | Path, checkpoint: str | Path | None = None,
+                       run: str | None = None) -> Path | None:
+    """The checkpoint file the policy above picks, or None (nothing to load: the caller goes untrained)."""
+    if checkpoint:
+        return Path(checkpoint)
+    chosen = choose_run(list_run_checkpoints(runs_dir), run)
+    return Path(runs_dir) / chosen.run / "best.pt" if chosen else None
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0

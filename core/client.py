@@ -201,7 +201,7 @@ def make_backend(settings: Settings) -> Backend:
     from core.inference import Predictor
 
     try:
-        predictor = Predictor.from_settings(settings.checkpoint, settings.runs_dir)
+        predictor = Predictor.from_settings(settings)
     except CheckpointError as err:
         raise BackendError(str(err), code="bad_checkpoint") from None
     return LocalBackend(predictor, settings)

@@ -18,10 +18,13 @@ import hashlib
 import http.client
 import os
 import shutil
+import sys
 import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm import tqdm
@@ -50,10 +53,45 @@ def prepare(data_dir: str | Path, url: str = ESC50_URL, sha256: str | None = Non
     if not download:
         raise DatasetError(f"No ESC-50 dataset in {data_dir}: expected meta/esc50.csv and audio/ "
                            "there or in a subfolder (downloading is switched off).")
-    archive = download_archive(url, data_dir / "ESC-50.zip", sha256=sha256, progress=progress)
-    root = extract_archive(archive, data_dir)
-    archive.unlink()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive(data_dir / ".esc50-prepare.lock"):
+        root = find_root(data_dir)  # another process may have prepared it while this one waited
+        if root is None:
+            archive = download_archive(url, data_dir / "ESC-50.zip", sha256=sha256, progress=progress)
+            root = extract_archive(archive, data_dir)
+            archive.unlink()
     return root
+
+
+@contextmanager
+def exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an advisory lock (flock) on `lock_path`: concurrent runs on one file system take turns.
+
+    The second process says that it waits, then finds the dataset ready. Where
+    flock does not exist (Windows) or the file system refuses it, nothing is
+    locked; extraction still renames a complete folder into place, so a reader
+    never sees half a dataset. (Modal containers each see their own view of a
+    Volume until they commit, so two of them never write into one another's.)
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(lock_path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"Another process is preparing ESC-50 in {lock_path.parent}; waiting for it to finish.",
+                  file=sys.stderr, flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:  # no locking on this file system: go on unlocked
+            yield
+            return
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def download_archive(url: str, dest: str | Path, sha256: str | None = None,

@@ -151,6 +151,7 @@ def summary_json(
         "step": STEP_MEANING,
         "best_epoch": best["epoch"] if best else None,
         "best_val_accuracy": best["val"]["accuracy"] if best else None,
+        "best_checkpoint_id": (best or {}).get("checkpoint_id"),  # best.pt's content id (core.checkpoint)
         "best_val_loss": best["val"]["loss"] if best else None,
         "final_val_accuracy": last_val["accuracy"] if last_val else None,
         "final_val_loss": last_val["loss"] if last_val else None,

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from core.audio import SAMPLE_RATE, decode_audio
-from core.checkpoint import Checkpoint, find_default_checkpoint, load_checkpoint
+from core.checkpoint import Checkpoint, CheckpointError, load_checkpoint, resolve_checkpoint
 from core.features import FeatureConfig, LogMel
 from core.labels import CLASSES, category_of
 from core.microbatcher import MicroBatcher
@@ -37,6 +37,7 @@ from core.results import (  # noqa: F401  (re-exported: the result types are par
     waveform_envelope,
     window_starts,
 )
+from core.settings import Settings
 
 
 def _plain(meta: dict) -> dict:
@@ -109,10 +110,27 @@ class Predictor:
         return cls(model, FeatureConfig(), list(CLASSES[: model_config.num_classes]), info, device)
 
     @classmethod
-    def from_settings(cls, checkpoint: Path | None, runs_dir: Path) -> "Predictor":
-        """The configured checkpoint, else the newest runs_dir/*/best.pt, else untrained."""
-        path = checkpoint or find_default_checkpoint(runs_dir)
-        return cls.from_checkpoint(path) if path else cls.untrained()
+    def from_settings(cls, settings: Settings, checkpoint: str | Path | None = None,
+                      device: str | None = None) -> "Predictor":
+        """What core.checkpoint's policy picks (`checkpoint`, else settings.checkpoint, else the
+        run settings.run names, else the best run in settings.runs_dir), else untrained.
+
+        With settings.checkpoint_id set, the loaded checkpoint must have that id
+        (a deploy pins it): CheckpointError otherwise, and when there is nothing to load.
+        """
+        path = resolve_checkpoint(settings.runs_dir, checkpoint or settings.checkpoint, settings.run)
+        expected = settings.checkpoint_id
+        if path is None:
+            if expected:
+                raise CheckpointError(f"Checkpoint {expected} was pinned but no checkpoint was found "
+                                      f"in {settings.runs_dir}.")
+            return cls.untrained(device=device)
+        predictor = cls.from_checkpoint(path, device=device)
+        if expected and predictor.info.checkpoint_id != expected:
+            raise CheckpointError(
+                f"{path} is checkpoint {predictor.info.checkpoint_id}, but {expected} was pinned: the file "
+                "changed after the deploy (retrained or overwritten). Redeploy to serve the new one.")
+        return predictor
 
     def to(self, device: str | torch.device) -> "Predictor":
         """Move the model to `device` (e.g. after loading on CPU for a memory snapshot)."""

@@ -20,7 +20,6 @@ import argparse
 import hmac
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -287,14 +286,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m core.server", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--checkpoint", default=None, help="checkpoint file (default: newest runs/*/best.pt)")
+    parser.add_argument("--checkpoint", default=None, help="checkpoint file (default: core.checkpoint's policy: AUDIO_CNN_CHECKPOINT, "
+                        "AUDIO_CNN_RUN, else the best run in AUDIO_CNN_RUNS_DIR)")
     parser.add_argument("--token", default=settings.token, help="require this bearer token (default: AUDIO_CNN_TOKEN)")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        predictor = Predictor.from_settings(
-            Path(args.checkpoint) if args.checkpoint else settings.checkpoint, settings.runs_dir)
+        predictor = Predictor.from_settings(settings, args.checkpoint)
     except CheckpointError as err:
         parser.exit(2, f"error: {err}\n")
     if not predictor.info.trained:

@@ -100,7 +100,12 @@ class Settings:
     token: str | None = setting(None, _text, "dashboard",
                                 help="bearer token, or a Modal proxy token wk-...:ws-...")
     runs_dir: Path = setting(Path("runs"), _path, "dashboard", help="folder of training runs (TensorBoard)")
-    checkpoint: Path | None = setting(None, _path, "dashboard", help="checkpoint for the local model")
+    checkpoint: Path | None = setting(None, _path, "dashboard",
+                                      help="checkpoint file to load (else the run AUDIO_CNN_RUN names, else the best run)")
+    checkpoint_id: str | None = setting(None, _text, "dashboard", "serve",
+                                        help="the id the loaded checkpoint must have (a deploy pins it); else no start")
+    run: str | None = setting(None, _text, "dashboard", "deploy", "serve",
+                              help="run folder whose best.pt is loaded (a CV folder: its best fold)")
     volume: str = setting("audio-cnn-runs", _text, "dashboard", "deploy", help="Modal Volume of the runs")
     # the server's limits and behaviour
     cors_origins: tuple[str, ...] = setting(("*",), _csv, "serve", help="origins allowed to call the server from a browser")
@@ -120,12 +125,19 @@ class Settings:
     clips_dir: Path | None = setting(None, _path, "dashboard", help="clip store; unset: ~/.cache/audio-cnn/clips")
     clips_mb: float = setting(256.0, POSITIVE, "dashboard", help="clip store size cap, oldest evicted first")
     # what `modal deploy serve_modal.py` builds (read where the deploy runs)
-    gpu: str = setting("A10G", _text, "deploy", help="Modal GPU type (T4, L4, A10G, A100, H100, ...)")
-    run: str | None = setting(None, _text, "deploy", "serve", help="run folder whose best.pt is served")
+    gpu: str = setting("A10G", _text, "deploy", help="Modal GPU type (T4, L4, A10G, A100, H100, ...); none: CPU only")
     proxy_auth: bool = setting(True, _bool, "deploy", help="Modal proxy auth in front of the endpoint")
     token_secret: str | None = setting(None, _text, "deploy", help="Modal Secret holding AUDIO_CNN_TOKEN")
     scaledown_s: int = setting(300, _number(int, 2, 3600), "deploy", help="idle seconds before a container stops")
     min_containers: int = setting(0, _number(int, 0, 100), "deploy", help="containers kept warm (billed while idle)")
+    max_containers: int = setting(4, _number(int, 1, 100), "deploy", help="most containers (GPUs) a burst may start")
+    allow_untrained: bool = setting(False, _bool, "deploy",
+                                    help="deploy with no trained run on the Volume: the untrained model, on purpose")
+
+    @property
+    def gpu_type(self) -> str | None:
+        """The GPU Modal should attach, or None for a CPU-only container (AUDIO_CNN_GPU=none)."""
+        return None if self.gpu.strip().lower() in ("none", "cpu", "") else self.gpu
 
     @property
     def max_body_bytes(self) -> int:

@@ -21,6 +21,12 @@ SIGINT/SIGTERM (or `stop.set()`) finish the current batch, save last.pt and
 return with status "stopped". CUDA gets mixed precision and channels-last.
 `cross_validate(config)` runs ESC-50's 5-fold protocol as runs <name>/fold-k.
 
+Rerunning a run name is safe (it is what a Modal retry does): an unfinished
+run continues from its last.pt, or starts again when it has none (killed in
+its first epoch); only a finished run is refused, unless `overwrite=True`
+trains it again from scratch. summary.json says "finished" only once every
+file of the run is complete.
+
 How it reads: `train` is the loop, top to bottom. `Job` holds what the loop
 works with (data, model, optimizer, writer) and `Progress` what it has done
 (epoch, batch, running sums, best); each step is one method: `train_epoch`,
@@ -134,6 +140,7 @@ class Job:
                                 "step): train for more epochs.")
         self._build_model()
         self.progress = Progress()
+        self.saved_at: tuple[int, int] | None = None  # (epoch, batch) last.pt was saved at by this process
         self.writer: SummaryWriter | None = None
 
     def _build_model(self) -> None:
@@ -175,6 +182,7 @@ class Job:
         if self.device.type == "cuda" and state["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.progress = Progress.from_dict(state)
+        self.saved_at = (self.progress.epoch, self.progress.batch)
 
     # -- the run folder -------------------------------------------------------------------
 
@@ -196,11 +204,14 @@ class Job:
             self.writer.file_writer.add_summary(proto)
         self.write_summary("running")
 
-    def write_summary(self, status: str, error: str | None = None) -> dict:
+    def build_summary(self, status: str, error: str | None = None) -> dict:
         p = self.progress
-        summary = summary_json(status=status, run_name=self.config.run_name, classes=self.data.classes,
-                               split=self.split, epochs_completed=p.epoch - 1, epochs_total=self.config.epochs,
-                               best=p.best, last_val=p.last_val, cv=self.cv, error=error)
+        return summary_json(status=status, run_name=self.config.run_name, classes=self.data.classes,
+                            split=self.split, epochs_completed=p.epoch - 1, epochs_total=self.config.epochs,
+                            best=p.best, last_val=p.last_val, cv=self.cv, error=error)
+
+    def write_summary(self, status: str, error: str | None = None) -> dict:
+        summary = self.build_summary(status, error)
         write_json(self.run_dir / "summary.json", summary)
         return summary
 
@@ -267,11 +278,11 @@ class Job:
         if p.best is not None and val.accuracy <= p.best["val"]["accuracy"]:
             return
         test = self.evaluate(self.test_idx).to_dict(classes) if self.test_idx is not None else None
-        p.best = {"epoch": p.epoch, "val": p.last_val, "test": test}
         meta = {"run_name": self.config.run_name, "epoch": p.epoch, "val_accuracy": val.accuracy,
                 "val_fold": split.val_fold, "protocol": split.protocol,
                 "test_accuracy": test["accuracy"] if test else None}
-        save_checkpoint(self.run_dir / "best.pt", self.model, self.config.features, classes, meta)
+        checkpoint_id = save_checkpoint(self.run_dir / "best.pt", self.model, self.config.features, classes, meta)
+        p.best = {"epoch": p.epoch, "val": p.last_val, "test": test, "checkpoint_id": checkpoint_id}
 
     def save_last(self) -> None:
         """last.pt: the weights and everything `restore` needs to continue from exactly here."""
@@ -281,6 +292,7 @@ class Job:
         if p.batch == 0:
             extra["permutation"] = None  # a new epoch draws its order when it starts
         save_checkpoint(self.run_dir / "last.pt", self.model, self.config.features, self.data.classes, meta, extra)
+        self.saved_at = (p.epoch, p.batch)
 
     def log_epoch(self, val, eval_started: float) -> dict:
         """This epoch's scalars into TensorBoard (flushed: a Volume commit publishes them); returns them."""
@@ -302,7 +314,10 @@ class Job:
         return {"epoch": p.epoch, **row}
 
     def end_epoch(self) -> dict:
-        """Evaluate, keep the best, log, then move on to the next epoch and save last.pt there."""
+        """Evaluate, keep the best, log, then move on to the next epoch and save last.pt there.
+
+        The summary stays "running": train() writes "finished" once the last scalars are flushed.
+        """
         p = self.progress
         started = time.perf_counter()
         val = self.evaluate(self.val_idx)
@@ -311,14 +326,19 @@ class Job:
         row = self.log_epoch(val, started)
         p.epoch, p.batch = p.epoch + 1, 0
         self.save_last()
-        self.write_summary("finished" if p.epoch > self.config.epochs else "running")
+        self.write_summary("running")
         return row
 
 
 def train(config: TrainConfig, resume: bool = False, stop: threading.Event | None = None,
-          on_epoch_end: Callable[[dict], None] | None = None, cv: bool = False) -> TrainResult:
-    """Train (or, with resume=True, continue) the run `config.runs_dir/config.run_name`.
+          on_epoch_end: Callable[[dict], None] | None = None, cv: bool = False,
+          overwrite: bool = False) -> TrainResult:
+    """Train the run `config.runs_dir/config.run_name`, or continue it when it exists unfinished.
 
+    An unfinished run with a last.pt continues from it, with the recipe saved
+    there; one without (killed in its first epoch) starts again. A finished
+    run raises TrainingError unless `overwrite` (train it again from scratch).
+    `resume=True` insists on continuing: TrainingError when there is no last.pt.
     The data is prepared and checked first: a DatasetError (or TrainingError)
     raised before any run folder exists. `stop` ends the run like SIGTERM does.
     `on_epoch_end(row)` is called after each epoch's files are written (row:
@@ -329,7 +349,7 @@ def train(config: TrainConfig, resume: bool = False, stop: threading.Event | Non
     if not config.run_name:
         config = replace(config, run_name=time.strftime("run-%Y%m%d-%H%M%S"))
     run_dir = Path(config.runs_dir) / config.run_name
-    last = _resume_from(run_dir, config.run_name) if resume else _refuse_existing(run_dir)
+    last = _continue_from(run_dir, config.run_name, resume, overwrite)
     if last is not None:  # the saved recipe wins; where it runs is the caller's
         saved = TrainConfig.from_dict(last.extra["train_config"])
         config = replace(saved, **{k: getattr(config, k) for k in RUNTIME_FIELDS})
@@ -337,8 +357,14 @@ def train(config: TrainConfig, resume: bool = False, stop: threading.Event | Non
     job = Job(config, cv)  # everything that can be wrong with the data fails here
     if last is not None:
         job.restore(last.model_state, last.extra)
+    else:  # a new run, one that never saved a last.pt, or a finished one to overwrite: clean
+        _clear_run(run_dir)
     job.open_run(resumed=last is not None)
-    had_epochs_left = job.progress.epoch <= config.epochs
+    if last is not None:
+        print(f"continuing run {config.run_name!r} from last.pt: epoch {job.progress.epoch}, "
+              f"batch {job.progress.batch}", flush=True)
+    else:
+        print(f"starting run {config.run_name!r}: {config.epochs} epochs", flush=True)
     status = "finished"
     try:
         with _stop_on_signals(stop or threading.Event()) as stop:
@@ -352,14 +378,17 @@ def train(config: TrainConfig, resume: bool = False, stop: threading.Event | Non
                 row = job.end_epoch()
                 if on_epoch_end:
                     on_epoch_end(row)
-            if status == "stopped":
-                job.save_last()
-                print(f"stopped at epoch {job.progress.epoch}, batch {job.progress.batch}; "
-                      "last.pt saved: resume with --resume", flush=True)
-            summary = job.write_summary(status)
+            summary = job.build_summary(status)
             reported = summary["evaluation"]["reported_accuracy"]
-            if status == "finished" and reported is not None and had_epochs_left:
+            if status == "stopped":
+                if job.saved_at != (job.progress.epoch, job.progress.batch):  # not at an epoch end: save here
+                    job.save_last()
+                print(f"stopped at epoch {job.progress.epoch}, batch {job.progress.batch}; "
+                      "last.pt saved: the same command continues it", flush=True)
+            elif reported is not None:
                 job.writer.add_scalar("hparam/reported_accuracy", reported, config.epochs)
+            job.writer.flush()
+            write_json(run_dir / "summary.json", summary)  # "finished" only now: every file is complete
     except BaseException as err:
         job.write_summary("stopped", error=f"{type(err).__name__}: {err}")
         raise
@@ -371,38 +400,73 @@ def train(config: TrainConfig, resume: bool = False, stop: threading.Event | Non
                        reported, summary)
 
 
-def _resume_from(run_dir: Path, name: str):
-    try:
-        return load_checkpoint(run_dir / "last.pt")
-    except CheckpointError as err:
-        raise TrainingError(f"Cannot resume run {name!r}: {err}") from None
+# The files a run writes; clearing a run removes these and nothing else a user may have put there.
+RUN_FILES = ("last.pt", "best.pt", "config.json", "events.out.tfevents.*", "summary.json")  # summary.json last
 
 
-def _refuse_existing(run_dir: Path) -> None:
-    if (run_dir / "last.pt").exists() or (run_dir / "summary.json").exists():
-        raise TrainingError(f"Run {run_dir} already exists: resume it (--resume) or pick another --run-name.")
+def run_status(run_dir: Path) -> str | None:
+    """summary.json's status ("running", "stopped", "finished"), or None when there is none."""
+    return read_json(run_dir / "summary.json").get("status")
+
+
+def _continue_from(run_dir: Path, name: str, resume: bool, overwrite: bool):
+    """The last.pt to continue from, or None to start fresh; TrainingError for a finished run."""
+    if run_status(run_dir) == "finished":
+        if not overwrite:
+            raise TrainingError(f"Run {name!r} in {run_dir.parent} is finished: pass --overwrite to train it "
+                                "again from scratch, or pick another --run-name.")
+        return None  # cleared by train() once the data checked out
+    if (run_dir / "last.pt").exists():
+        try:
+            return load_checkpoint(run_dir / "last.pt")
+        except CheckpointError as err:
+            raise TrainingError(f"Cannot continue run {name!r}: {err} Delete that file to start the run "
+                                "again.") from None
+    if resume:
+        raise TrainingError(f"Cannot resume run {name!r}: {run_dir / 'last.pt'} does not exist.")
+    return None
+
+
+def _clear_run(run_dir: Path) -> None:
+    """Remove a run's own files (summary.json last, so that an interrupted clear is redone)."""
+    for pattern in RUN_FILES:
+        for path in sorted(run_dir.glob(pattern)):
+            path.unlink(missing_ok=True)
 
 
 def cross_validate(config: TrainConfig, resume: bool = False, stop: threading.Event | None = None,
-                   on_epoch_end: Callable[[dict], None] | None = None) -> dict:
+                   on_epoch_end: Callable[[dict], None] | None = None, overwrite: bool = False) -> dict:
     """ESC-50's 5-fold protocol: runs <run_name>/fold-1 .. fold-5, each validated on its own fold.
 
-    Finished folds are skipped on a rerun with resume=True. Writes and returns
+    A rerun continues like train(): finished folds are skipped, an unfinished
+    one continues or starts again. A finished CV run (cv_summary.json says so)
+    raises TrainingError unless `overwrite`: all five folds again, from scratch.
+    `resume=True` insists that some fold has a last.pt. Writes and returns
     <runs_dir>/<run_name>/cv_summary.json: every fold's final accuracy and their mean.
     """
     if not config.run_name:
         config = replace(config, run_name=time.strftime("cv-%Y%m%d-%H%M%S"))
     parent = Path(config.runs_dir) / config.run_name
+    if read_json(parent / "cv_summary.json").get("status") == "finished":
+        if not overwrite:
+            raise TrainingError(f"Cross-validation run {config.run_name!r} in {parent.parent} is finished: pass "
+                                "--overwrite to train its five folds again from scratch, or pick another --run-name.")
+        load_dataset(prepare(config.data_dir, config.data_url, config.data_sha256, config.download, config.progress),
+                     config.model.num_classes)  # the data checks out before a finished run is deleted
+        for fold_dir in sorted(parent.glob("fold-*")):
+            _clear_run(fold_dir)
+        (parent / "cv_summary.json").unlink()
+    elif resume and not any(parent.glob("fold-*/last.pt")):
+        raise TrainingError(f"Cannot resume cross-validation run {config.run_name!r}: no fold in {parent} "
+                            "has a last.pt.")
     folds: dict[str, float | None] = {}
     status = "finished"
     for split in cross_validation_splits():
         fold_config = replace(config, run_name=f"{config.run_name}/fold-{split.val_fold}",
                               train_folds=split.train_folds, val_fold=split.val_fold, test_fold=None)
-        fold_dir = parent / f"fold-{split.val_fold}"
-        summary = read_json(fold_dir / "summary.json")
+        summary = read_json(parent / f"fold-{split.val_fold}" / "summary.json")
         if summary.get("status") != "finished":
-            resumable = resume and (fold_dir / "last.pt").exists()
-            summary = train(fold_config, resume=resumable, stop=stop, on_epoch_end=on_epoch_end, cv=True).summary
+            summary = train(fold_config, stop=stop, on_epoch_end=on_epoch_end, cv=True).summary
         folds[f"fold-{split.val_fold}"] = summary["evaluation"]["reported_accuracy"]
         if summary["status"] != "finished":
             status = "stopped"

@@ -5,6 +5,9 @@ Public API
     sync_runs(local_dir, volume_name="audio-cnn-runs", *, volume=None, remote_dir="/",
               skip=DEFAULT_SKIP, progress=None) -> SyncResult
                                              copy new and changed files; raises VolumeSyncError
+    volume_run_checkpoints(volume, volume_name) -> list[RunCheckpoint]
+                                             every <run>/best.pt on the Volume with its summary.json,
+                                             for core.checkpoint.choose_run (what a deploy pins)
     SyncProgress, SyncResult, VolumeSyncError
 
 Incremental: a manifest in the local folder (MANIFEST) remembers the remote
@@ -32,7 +35,7 @@ from typing import Any
 from core.atomic_write import atomic_open, atomic_write
 
 MANIFEST = ".volume-sync.json"
-# last.pt only serves `--resume` on Modal; best.pt is what the local backend loads.
+# last.pt only lets a run continue on Modal (~250 MB); best.pt is what the local backend loads.
 DEFAULT_SKIP = ("last.pt",)
 NOT_CONFIGURED = (
     "Modal is not configured: set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET (in the environment "
@@ -118,6 +121,30 @@ def sync_runs(local_dir: str | Path, volume_name: str = "audio-cnn-runs", *,
         if copied:  # what was copied stays copied, even when a later file fails
             _write_manifest(local_dir, volume_name, manifest)
     return SyncResult(tuple(copied), unchanged, done_bytes)
+
+
+def volume_run_checkpoints(volume: Any, volume_name: str) -> list:
+    """Every run folder on the Volume that holds a best.pt, as core.checkpoint.RunCheckpoint.
+
+    Reads only the listing and each such run's summary.json (never a checkpoint).
+    Raises VolumeSyncError when the Volume cannot be listed.
+    """
+    from core.checkpoint import RunCheckpoint, parse_summary  # lazily: core.checkpoint imports torch
+
+    entries = {entry.path.lstrip("/"): entry for entry in _list_files(volume, volume_name, "/")}
+    found = []
+    for path, entry in sorted(entries.items()):
+        run = PurePosixPath(path).parent
+        if PurePosixPath(path).name != "best.pt" or str(run) == "." or ".." in run.parts:
+            continue
+        summary = f"{run}/summary.json"
+        try:
+            data = b"".join(volume.read_file(summary)) if summary in entries else None
+        except Exception as exc:
+            raise VolumeSyncError(f"Reading {summary} from Modal Volume {volume_name!r} failed: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+        found.append(RunCheckpoint(str(run), parse_summary(data), float(entry.mtime)))
+    return found
 
 
 def _open_volume(name: str) -> Any:

@@ -18,6 +18,7 @@ import streamlit as st
 
 from core import run_charts
 from core.labels import CLASSES
+from core.modal_commands import fetch_run, train_on_modal
 from core.run_filter import FilterError, filter_names
 from core.runs import COLUMNS, RunInfo, find_runs, hparam_diff, load_runs, scalars_csv, with_time_columns
 from core.volume import VolumeSyncError, modal_configured, sync_runs
@@ -59,8 +60,7 @@ def how_to_create_a_run(root, volume: str) -> None:
     st.code(f"python train_modal.py --local --data-dir data --runs-dir {root} --epochs 20 --run-name first",
             language="bash")
     st.markdown("Or on a Modal GPU, then copy the run here (or press **Sync from Modal**):")
-    st.code(f"modal run train_modal.py --epochs 100 --run-name baseline\n"
-            f"modal volume get {volume} /baseline {root}/", language="bash")
+    st.code(f"{train_on_modal('baseline')}\n{fetch_run(volume, 'baseline', str(root))}", language="bash")
     st.caption("A run shows up here as soon as its first epoch is logged; `AUDIO_CNN_RUNS_DIR` sets the folder.")
 
 

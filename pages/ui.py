@@ -32,7 +32,7 @@ from core.settings import Settings, SettingsError
 CLIP = "clip"  # the query parameter and session key of the current clip
 HOW_TO_GET_A_CHECKPOINT = (
     "Train one with `python train_modal.py --local --data-dir DIR --runs-dir runs` "
-    "(the newest `runs/*/best.pt` is picked up on restart), point `AUDIO_CNN_CHECKPOINT` at a `.pt` file, "
+    "(the best run in the runs folder is loaded on restart), point `AUDIO_CNN_CHECKPOINT` at a `.pt` file, "
     "or set `AUDIO_CNN_ENDPOINT` to a deployed endpoint."
 )
 

@@ -12,7 +12,7 @@ import pytest
 from audio_factory import encode, tone, wav_bytes
 from conftest import ROOT
 
-from core.classify_folder import classify_items, find_audio_files, read_chunks
+from core.classify_folder import COLUMNS, classify_items, classify_to_csv, find_audio_files, read_chunks
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +118,109 @@ def test_a_file_that_vanished_is_reported_not_raised(tmp_path):
     gone = tmp_path / "gone.wav"
     [(name, err)] = next(read_chunks([gone], tmp_path, 8))
     assert name == "gone.wav" and isinstance(err, OSError)
+
+
+# -- streaming, continuing, and what a rerun skips ------------------------------------------------
+
+
+def cli(folder, out, *extra, env=None):
+    env = {**os.environ, "AUDIO_CNN_CHECKPOINT": "", "AUDIO_CNN_RUN": "", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "core.classify_folder", str(folder), "--out", str(out),
+                           "--no-progress", *extra], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def read_rows(out):
+    with open(out, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_the_same_command_again_skips_every_file_already_in_the_csv(folder, tmp_path):
+    out = tmp_path / "results.csv"
+    env = {"AUDIO_CNN_RUNS_DIR": str(tmp_path / "no-runs")}
+    first = cli(folder, out, env=env)
+    assert first.returncode == 0, first.stderr
+    rows = read_rows(out)
+    again = cli(folder, out, env=env)
+    assert again.returncode == 0, again.stderr
+    assert "10 files: 6 classified, 4 errors (10 from an earlier run)" in again.stderr
+    assert read_rows(out) == rows
+
+
+def test_an_interrupted_run_keeps_its_rows_and_the_next_classifies_only_the_rest(untrained_predictor, folder,
+                                                                                 tmp_path):
+    out = tmp_path / "results.csv"
+    seen: list[str] = []
+
+    def dies_on_the_third_chunk(items):
+        seen.extend(name for name, _ in items)
+        if len(seen) > 4:
+            raise KeyboardInterrupt  # Ctrl-C (or a kill) while the third chunk is classified
+        return classify_items(untrained_predictor, items)
+
+    with pytest.raises(KeyboardInterrupt):
+        classify_to_csv(folder, out, dies_on_the_third_chunk, checkpoint="untrained", chunk_size=2, progress=False)
+    kept = read_rows(out)
+    assert [r["file"] for r in kept] == sorted(EXPECTED)[:4]  # two chunks, flushed as they came back
+    with open(out, "a", newline="") as f:
+        f.write("nested/rain.flac,ok,dog")  # and a row a kill cut in half
+
+    seen.clear()
+    tally = classify_to_csv(folder, out, lambda items: seen.extend(n for n, _ in items) or
+                            classify_items(untrained_predictor, items), checkpoint="untrained", chunk_size=2,
+                            progress=False)
+    assert seen == sorted(EXPECTED)[4:]  # the cut row's file is classified again, nothing else twice
+    rows = read_rows(out)
+    assert sorted(r["file"] for r in rows) == sorted(EXPECTED) and rows[:4] == kept
+    assert (tally.ok + tally.errors, tally.skipped) == (10, 4)
+
+
+def test_a_csv_of_another_checkpoint_is_not_continued(folder, tmp_path):
+    out = tmp_path / "results.csv"
+    out.write_text(",".join(COLUMNS) + "\ndog-0.wav,ok,dog,0.9,dog:0.9,1.000,,0123456789ab\n")
+    proc = cli(folder, out, env={"AUDIO_CNN_RUNS_DIR": str(tmp_path / "no-runs")})
+    assert proc.returncode == 2 and "checkpoint '0123456789ab'" in proc.stderr and "--overwrite" in proc.stderr
+    assert read_rows(out)[0]["checkpoint"] == "0123456789ab"  # untouched
+    again = cli(folder, out, "--overwrite", env={"AUDIO_CNN_RUNS_DIR": str(tmp_path / "no-runs")})
+    assert again.returncode == 0 and {r["checkpoint"] for r in read_rows(out)} == {"untrained"}
+    assert len(read_rows(out)) == 10
+
+
+def test_a_file_that_is_not_a_results_csv_is_never_overwritten_silently(folder, tmp_path):
+    out = tmp_path / "notes.csv"
+    out.write_text("name,phone\nalice,123\n")
+    proc = cli(folder, out, env={"AUDIO_CNN_RUNS_DIR": str(tmp_path / "no-runs")})
+    assert proc.returncode == 2 and "is not a results CSV of this tool" in proc.stderr
+    assert out.read_text() == "name,phone\nalice,123\n"
+
+
+def test_a_file_over_the_body_limit_is_an_error_row_without_being_read(tmp_path):
+    (tmp_path / "big.wav").write_bytes(wav_bytes(1.0) + b"\x00" * 2_000_000)
+    (tmp_path / "small.wav").write_bytes(wav_bytes(0.5))
+    out = tmp_path / "out" / "results.csv"
+    proc = cli(tmp_path, out, env={"AUDIO_CNN_RUNS_DIR": str(tmp_path / "no-runs"), "AUDIO_CNN_MAX_BODY_MB": "1"})
+    assert proc.returncode == 0, proc.stderr
+    by_file = {r["file"]: r for r in read_rows(out)}
+    assert by_file["big.wav"]["error"].startswith("too_large: 2.1 MB is over the 1.0 MB limit")
+    assert by_file["small.wav"]["status"] == "ok"
+
+
+def test_chunks_in_flight_run_together_and_never_more_than_asked(untrained_predictor, folder, tmp_path):
+    import threading
+
+    together = threading.Barrier(2, timeout=120)  # breaks (fails the test) unless two chunks run at once
+    lock, active, most = threading.Lock(), [0], [0]
+
+    def remote(items):
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        try:
+            together.wait()
+            return classify_items(untrained_predictor, items)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    tally = classify_to_csv(folder, tmp_path / "r.csv", remote, checkpoint="untrained", chunk_size=3, in_flight=2,
+                            progress=False)  # 10 files: chunks of 3, 3, 3, 1
+    assert most[0] == 2 and tally.ok + tally.errors == 10

@@ -5,8 +5,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import http.server
+import os
+import queue
 import re
 import shutil
+import subprocess
+import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import free_port
+from conftest import ROOT, free_port
 from esc50_factory import make_archive, make_dataset
 
 from core.datasets import CSV_COLUMNS, DatasetError, Split, cross_validation_splits, load_dataset, read_metadata
@@ -154,12 +158,17 @@ class ArchiveServer:
     def __init__(self):
         self.payload = b""
         self.cut_after: int | None = None
+        self.gate: threading.Event | None = None  # when set: every answer waits for it
+        self.arrived = threading.Event()          # a request came in
         self.requests: list[dict] = []
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
                 server.requests.append(dict(self.headers))
+                server.arrived.set()
+                if server.gate is not None:
+                    server.gate.wait(timeout=300)
                 if self.path != "/ESC-50.zip":
                     self.send_error(404, "Not Found")
                     return
@@ -214,6 +223,39 @@ def test_download_fetches_verifies_and_extracts(server, tmp_path):
     assert root == tmp_path / "data" / "ESC-50-master"
     assert len(load_dataset(root, num_classes=5).clips) == 50
     assert not list((tmp_path / "data").glob("*.zip*"))  # archive and part removed
+
+
+def test_two_processes_preparing_one_folder_download_it_once(server, tmp_path):
+    """The second waits for the first (a lock), then finds the dataset: no second download, no clash."""
+    server.gate = threading.Event()
+    code = f"from core.esc50_download import prepare; print(prepare({str(tmp_path / 'data')!r}, url={server.url!r}))"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    first = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    second = None
+    try:
+        assert server.arrived.wait(timeout=300)  # the first holds the lock, waiting for the gated answer
+        assert len(server.requests) == 1
+        second = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line) for line in second.stderr], daemon=True).start()
+        said = ""
+        while "waiting for it" not in said:  # until it says it waits, or it asks the server too (no lock)
+            assert len(server.requests) == 1, "the second process downloaded too"
+            assert second.poll() is None, said
+            try:
+                said += lines.get(timeout=1)
+            except queue.Empty:
+                pass
+    finally:
+        server.gate.set()
+    out_first, _ = first.communicate(timeout=300)
+    out_second, _ = second.communicate(timeout=300)
+    assert first.returncode == 0 and second.returncode == 0
+    assert out_first.strip() == out_second.strip() == str(tmp_path / "data" / "ESC-50-master")
+    assert len(server.requests) == 1
+    assert len(load_dataset(Path(out_first.strip()), num_classes=5).clips) == 50
 
 
 def test_an_existing_dataset_is_used_without_downloading(server, tmp_path):

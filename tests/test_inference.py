@@ -10,12 +10,13 @@ import pytest
 import torch
 from audio_factory import tone, wav_bytes
 
-from core.checkpoint import find_default_checkpoint, save_checkpoint
+from core.checkpoint import resolve_checkpoint, save_checkpoint
 from core.features import FeatureConfig
 from core.inference import Predictor
 from core.labels import CLASSES
 from core.model import AudioCNN, ModelConfig
 from core.results import OptionError, waveform_envelope, window_starts
+from core.settings import Settings
 
 
 @pytest.fixture(scope="module")
@@ -143,21 +144,21 @@ def _write_checkpoint(path, seed):
     return save_checkpoint(path, model, FeatureConfig(), list(CLASSES[:5]), meta={"run_name": path.parent.name})
 
 
-def test_the_newest_best_checkpoint_in_the_runs_folder_is_the_default(tmp_path):
-    assert find_default_checkpoint(tmp_path) is None
+def test_without_summaries_the_newest_best_checkpoint_is_loaded(tmp_path):
+    """core.checkpoint's policy (tests/test_checkpoint_policy.py): unscored runs, newest first."""
+    assert resolve_checkpoint(tmp_path) is None
     _write_checkpoint(tmp_path / "old" / "best.pt", 0)
     newest_id = _write_checkpoint(tmp_path / "new" / "best.pt", 1)
     past = time.time() - 3600
     os.utime(tmp_path / "old" / "best.pt", (past, past))
-    assert find_default_checkpoint(tmp_path) == tmp_path / "new" / "best.pt"
-    predictor = Predictor.from_settings(None, tmp_path)
+    predictor = Predictor.from_settings(Settings(runs_dir=tmp_path))
     assert predictor.info.trained and predictor.info.checkpoint_id == newest_id
     assert predictor.info.name == "AudioCNN (new)"
     assert len(predictor.analyze(tone(1.0), top_k=50).predictions) == 5
 
 
 def test_no_checkpoint_means_an_untrained_model(tmp_path):
-    assert Predictor.from_settings(None, tmp_path / "missing").info.trained is False
+    assert Predictor.from_settings(Settings(runs_dir=tmp_path / "missing")).info.trained is False
 
 
 def test_architecture_reports_every_layer_and_the_total(untrained_predictor):

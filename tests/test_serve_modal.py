@@ -1,8 +1,11 @@
-"""serve_modal.py: inspectable without Modal credentials, the class works offline, local mode serves.
+"""serve_modal.py: a deploy pins its checkpoint, containers serve exactly that, local mode serves.
 
-Modal's cloud is the only thing faked: `.local()` runs the class's enter
-methods and returns the real FastAPI app (ECOSYSTEM.md), and the fan-out is
-driven through a stand-in for `Function.map` that calls `.local()`.
+Modal's cloud is the only thing emulated, as its docs describe it: a deploy
+runs this module where `modal deploy` runs (here: pin_checkpoint over a
+stand-in Volume holding a real runs folder) and freezes the containers' env;
+a container runs `@modal.enter(snap=True)` once for the memory snapshot and
+then the second enter, which `.local()` does (ECOSYSTEM.md) before returning
+the real FastAPI app; the Volume mounted at /runs is the same runs folder.
 """
 
 from __future__ import annotations
@@ -14,19 +17,22 @@ import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import requests
 import torch
 from audio_factory import wav_bytes
 from conftest import ROOT, free_port, start_process, stop_process
+from volume_factory import FakeVolume
 
-from core.checkpoint import CheckpointError, find_best_checkpoint, run_checkpoint, save_checkpoint
+from core.checkpoint import CheckpointError, save_checkpoint
 from core.client import BackendError, HttpBackend
 from core.features import FeatureConfig
 from core.inference import Predictor
 from core.labels import CLASSES
 from core.model import AudioCNN, ModelConfig
+from core.settings import Settings, describe
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:The Server.* function is executing locally"),
@@ -36,16 +42,19 @@ pytestmark = [
 TINY = ModelConfig(num_classes=10, stem_channels=16, widths=(16, 32), depths=(1, 1))
 
 
-def write_run(runs, name: str, accuracy: float | None, seed: int, summary: str | None = None):
-    """runs/<name>/best.pt (a tiny model) and a summary.json with `best_val_accuracy`."""
+def write_run(runs, name: str, accuracy: float | None, seed: int, summary: str | None = None,
+              status: str = "finished") -> str:
+    """runs/<name>/best.pt (a tiny model) and its summary.json as training writes it; returns best.pt's id."""
     torch.manual_seed(seed)
     folder = runs / name
-    save_checkpoint(folder / "best.pt", AudioCNN(TINY), FeatureConfig(), list(CLASSES[:10]), meta={"run_name": name})
+    checkpoint_id = save_checkpoint(folder / "best.pt", AudioCNN(TINY), FeatureConfig(), list(CLASSES[:10]),
+                                    meta={"run_name": name})
     if summary is not None:
         (folder / "summary.json").write_text(summary)
     elif accuracy is not None:
-        (folder / "summary.json").write_text(json.dumps({"status": "finished", "best_val_accuracy": accuracy}))
-    return folder / "best.pt"
+        (folder / "summary.json").write_text(json.dumps({"status": status, "best_val_accuracy": accuracy,
+                                                         "best_checkpoint_id": checkpoint_id}))
+    return checkpoint_id
 
 
 @pytest.fixture(scope="module")
@@ -59,117 +68,311 @@ def runs(tmp_path_factory):
     return root
 
 
-# -- which checkpoint is served --------------------------------------------------------
-
-
-def test_the_best_run_is_chosen_by_summary_json(runs):
-    assert find_best_checkpoint(runs) == runs / "best" / "best.pt"
-
-
-def test_without_usable_summaries_the_newest_best_pt_is_chosen(tmp_path):
-    write_run(tmp_path, "old", None, seed=1, summary='{"best_val_accuracy": "n/a"}')
-    newest = write_run(tmp_path, "new", None, seed=2)
-    assert find_best_checkpoint(tmp_path) == newest
-    assert find_best_checkpoint(tmp_path / "nothing-here") is None
-
-
-def test_a_named_run_without_a_checkpoint_names_the_runs_that_have_one(runs):
-    assert run_checkpoint(runs, "cv/fold-1") == runs / "cv" / "fold-1" / "best.pt"
-    with pytest.raises(CheckpointError, match="'nope'.*best, broken-summary, cv/fold-1"):
-        run_checkpoint(runs, "nope")
-
-
-# -- importable and inspectable without credentials ---------------------------------------------
+# -- what Modal is given (recorded where the app is defined; no credentials, no network) -----------
 
 
 def no_credentials_env(tmp_path, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MODAL_", "AUDIO_CNN_"))}
-    return {**env, "HOME": str(tmp_path), "MODAL_CONFIG_PATH": str(tmp_path / "none.toml"), **extra}
+    return {**env, "HOME": str(tmp_path), "MODAL_CONFIG_PATH": str(tmp_path / "none.toml"),
+            "PYTHONPATH": str(ROOT / "tests"), **extra}
 
 
-MANIFEST = """
-import json, serve_modal as m
-print(json.dumps({"app": m.app.name, "gpu": m.SETTINGS.gpu, "proxy_auth": m.SETTINGS.proxy_auth,
-                  "secrets": len(m.secrets), "scaledown": m.SETTINGS.scaledown_s, "max_inputs": m.MAX_INPUTS, "target_inputs": m.TARGET_INPUTS,
-                  "env": m.CONTAINER_ENV, "packages": m.serving_requirements(),
-                  "methods": sorted(k for k in ("web", "classify_chunk", "load", "start") if hasattr(m.Server, k))}))
+# Wraps the modal calls that define the app and records their arguments, then imports the module.
+RECORDER = r"""
+import json, sys, modal
+seen = {"cls": [], "function": [], "secret": [], "volume": []}
+
+def plain(v):
+    if isinstance(v, modal.Retries):
+        return {k: (x.total_seconds() if hasattr(x, "total_seconds") else x) for k, x in vars(v).items()}
+    if v is None or isinstance(v, (str, int, float, bool)):
+        return v
+    if isinstance(v, dict):
+        return {str(k): plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [plain(x) for x in v]
+    return type(v).__name__
+
+def spy(owner, name, bucket, skip):
+    original = getattr(owner, name)
+    def wrapper(*args, **kwargs):
+        seen[bucket].append({"args": plain(list(args[skip:])), **{k: plain(v) for k, v in kwargs.items()}})
+        return original(*args, **kwargs)
+    setattr(owner, name, wrapper)
+
+spy(modal.App, "cls", "cls", 1)
+spy(modal.App, "function", "function", 1)
+spy(modal.Secret, "from_name", "secret", 0)
+spy(modal.Volume, "from_name", "volume", 0)
+module = __import__(sys.argv[1])
+seen["container_env"] = getattr(module, "CONTAINER_ENV", None)
+print(json.dumps(seen))
 """
 
 
-def manifest(tmp_path, **env) -> dict:
-    out = subprocess.run([sys.executable, "-c", MANIFEST], cwd=ROOT, env=no_credentials_env(tmp_path, **env),
-                         capture_output=True, text=True, timeout=120)
+def recorded(tmp_path, module: str, **env) -> dict:
+    out = subprocess.run([sys.executable, "-c", RECORDER, module], cwd=ROOT,
+                         env=no_credentials_env(tmp_path, **env), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_imports_without_credentials_with_the_documented_defaults(tmp_path):
-    m = manifest(tmp_path)
-    assert m["app"] == "audio-cnn-serve" and m["gpu"] == "A10G"
-    assert m["proxy_auth"] is True and m["secrets"] == 0
-    assert m["scaledown"] == 300 and (m["target_inputs"], m["max_inputs"]) == (16, 32)
-    assert m["env"]["AUDIO_CNN_RUNS_DIR"] == "/runs" and "AUDIO_CNN_RUN" not in m["env"]
-    assert m["methods"] == ["classify_chunk", "load", "start", "web"]
-    names = [line.split("=")[0].split(">")[0] for line in m["packages"]]
+def test_the_server_class_gets_the_documented_defaults(tmp_path):
+    seen = recorded(tmp_path, "serve_modal")
+    [server] = seen["cls"]
+    assert server["gpu"] == "A10G" and server["max_containers"] == 4 and server["min_containers"] == 0
+    assert server["scaledown_window"] == 300 and server["enable_memory_snapshot"] is True
+    assert server["secrets"] == [] and list(server["volumes"]) == ["/runs"]
+    assert seen["volume"] == [{"args": ["audio-cnn-runs"]}]  # read side: never create_if_missing
+    assert seen["container_env"]["AUDIO_CNN_RUNS_DIR"] == "/runs"
+    assert "AUDIO_CNN_CHECKPOINT" not in seen["container_env"]  # importing is not deploying: nothing pinned
+
+
+def test_deploy_settings_shape_the_server_class(tmp_path):
+    seen = recorded(tmp_path, "serve_modal", AUDIO_CNN_GPU="none", AUDIO_CNN_MAX_CONTAINERS="2",
+                    AUDIO_CNN_TOKEN_SECRET="audio-cnn-token", AUDIO_CNN_SCALEDOWN_S="60", AUDIO_CNN_VOLUME="mine")
+    [server] = seen["cls"]
+    assert server["gpu"] is None and server["max_containers"] == 2 and server["scaledown_window"] == 60
+    assert seen["secret"] == [{"args": ["audio-cnn-token"], "required_keys": ["AUDIO_CNN_TOKEN"]}]
+    assert seen["volume"] == [{"args": ["mine"]}]
+
+
+def test_training_retries_a_preempted_input_on_a_fresh_container(tmp_path):
+    seen = recorded(tmp_path, "train_modal")
+    [function] = seen["function"]
+    assert function["retries"]["max_retries"] == 10 and function["retries"]["initial_delay"] == 0.0
+    assert function["single_use_containers"] is True
+    assert function["gpu"] == "A10G" and function["timeout"] == 4 * 60 * 60
+    assert {v["args"][0] for v in seen["volume"]} == {"audio-cnn-data", "audio-cnn-runs"}
+
+
+def test_every_serving_setting_reaches_the_container(tmp_path):
+    """Each "serve"/"deploy" setting, set to a value of its own, is in CONTAINER_ENV; the token is not."""
+    values = {"AUDIO_CNN_CORS_ORIGINS": "https://a.example,https://b.example", "AUDIO_CNN_MAX_AUDIO_SECONDS": "12.5",
+              "AUDIO_CNN_MAX_BODY_MB": "7", "AUDIO_CNN_BATCH_MAX": "4", "AUDIO_CNN_BATCH_WAIT_MS": "2",
+              "AUDIO_CNN_RUN": "best", "AUDIO_CNN_CHECKPOINT_ID": "abc", "AUDIO_CNN_GPU": "L4",
+              "AUDIO_CNN_PROXY_AUTH": "0", "AUDIO_CNN_TOKEN_SECRET": "s", "AUDIO_CNN_SCALEDOWN_S": "9",
+              "AUDIO_CNN_MIN_CONTAINERS": "1", "AUDIO_CNN_MAX_CONTAINERS": "3", "AUDIO_CNN_VOLUME": "v",
+              "AUDIO_CNN_ALLOW_UNTRAINED": "1"}
+    scoped = {row["key"] for row in describe() if {"serve", "deploy"} & set(row["scopes"])}
+    assert scoped == set(values), "a new serving setting: give it a value here"
+    env = recorded(tmp_path, "serve_modal", AUDIO_CNN_TOKEN="secret!", **values)["container_env"]
+    expected = Settings.from_env(values)  # each value as core.settings writes it back ("7" -> "7.0")
+    assert {k: env[k] for k in values} == {**expected.env_for("deploy"), **expected.env_for("serve")}
+    assert "AUDIO_CNN_TOKEN" not in env  # secrets travel in Modal Secrets only
+
+
+NEW_SETTING = r"""
+import dataclasses, json, core.settings as cs
+@dataclasses.dataclass(frozen=True)
+class Extended(cs.Settings):
+    brand_new_limit: float = cs.setting(3.0, cs.POSITIVE, "serve", help="a setting added after serve_modal.py")
+cs.Settings = Extended
+import serve_modal
+print(json.dumps(serve_modal.CONTAINER_ENV))
+"""
+
+
+def test_a_setting_added_with_the_serve_scope_is_forwarded_without_touching_serve_modal(tmp_path):
+    out = subprocess.run([sys.executable, "-c", NEW_SETTING], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env=no_credentials_env(tmp_path, AUDIO_CNN_BRAND_NEW_LIMIT="4.5"))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1])["AUDIO_CNN_BRAND_NEW_LIMIT"] == "4.5"
+
+
+def test_serving_requirements_come_from_requirements_txt_and_a_missing_file_fails_the_deploy(tmp_path, modal_env):
+    names = [line.split("=")[0].split(">")[0] for line in modal_env.serving_requirements()]
     assert names == ["torch", "numpy", "soundfile", "librosa", "scipy", "fastapi", "pydantic", "orjson", "tqdm"]
-    assert "torch==2.13.0" in m["packages"]  # the pins come from requirements.txt
-
-
-def test_deploy_time_settings_come_from_the_environment(tmp_path):
-    m = manifest(tmp_path, AUDIO_CNN_GPU="H100", AUDIO_CNN_PROXY_AUTH="0", AUDIO_CNN_TOKEN_SECRET="audio-cnn-token",
-                 AUDIO_CNN_RUN="best", AUDIO_CNN_SCALEDOWN_S="60", AUDIO_CNN_BATCH_MAX="8")
-    assert m["gpu"] == "H100" and m["proxy_auth"] is False and m["secrets"] == 1
-    assert m["scaledown"] == 60 and (m["target_inputs"], m["max_inputs"]) == (8, 16)
-    # passed on to the container, so the module defines the same things there
-    assert m["env"]["AUDIO_CNN_RUN"] == "best" and m["env"]["AUDIO_CNN_GPU"] == "H100"
+    assert "torch==2.13.0" in modal_env.serving_requirements()  # the pins come from requirements.txt
+    with pytest.raises(modal_env.DeployError, match="requirements.txt is missing"):
+        modal_env.serving_requirements(tmp_path / "requirements.txt", local=True)
+    assert modal_env.serving_requirements(tmp_path / "requirements.txt", local=False) == []  # in the container
 
 
 def test_modal_cli_sees_the_classify_entrypoint_without_credentials(tmp_path):
     out = subprocess.run([sys.executable, "-m", "modal", "run", "serve_modal.py::classify", "--help"],
                          cwd=ROOT, env=no_credentials_env(tmp_path), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "--input-dir" in out.stdout and "--out" in out.stdout and "--chunk-size" in out.stdout
+    for flag in ("--input-dir", "--out", "--chunk-size", "--in-flight", "--overwrite"):
+        assert flag in out.stdout
 
 
-# -- the Modal class, offline ---------------------------------------------------------------
+# -- modal deploy: the pin, decided where `modal deploy` runs ----------------------------------------
+
+
+DEPLOY = r"""
+import json, sys
+from volume_factory import FakeVolume
+import modal
+fake, from_name = FakeVolume.from_folder(sys.argv[1]), modal.Volume.from_name
+
+def runs_volume(name, **kw):  # a real (lazy) modal.Volume whose listing and reads come from the folder
+    volume = from_name(name, **kw)
+    volume.iterdir, volume.read_file = fake.iterdir, fake.read_file
+    return volume
+
+modal.Volume.from_name = runs_volume
+sys.argv = ["/usr/local/bin/modal", "deploy", "serve_modal.py"]  # what the modal CLI's process looks like
+import serve_modal
+print(json.dumps(serve_modal.CONTAINER_ENV))
+"""
+
+
+def modal_deploy(tmp_path, runs, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", DEPLOY, str(runs)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env=no_credentials_env(tmp_path, **env))
+
+
+@pytest.mark.parametrize("argv, deploying", [
+    (["/usr/local/bin/modal", "deploy", "serve_modal.py"], True),
+    (["/venv/lib/python3.11/site-packages/modal/__main__.py", "serve", "serve_modal.py"], True),
+    (["modal", "run", "serve_modal.py::classify", "--input-dir", "x"], True),
+    (["modal", "run", "serve_modal.py::classify", "--help"], False),
+    (["serve_modal.py", "--local"], False), (["-c"], False), (["/usr/bin/pytest", "deploy"], False), ([], False),
+])
+def test_only_the_modal_cli_building_the_app_resolves_a_pin(modal_env, argv, deploying):
+    assert modal_env.modal_cli_deploying(argv) is deploying
+
+
+def test_modal_deploy_pins_the_best_finished_run_into_the_container_env(tmp_path, runs):
+    out = modal_deploy(tmp_path, runs)
+    assert out.returncode == 0, out.stderr
+    env = json.loads(out.stdout.strip().splitlines()[-1])
+    best = json.loads((runs / "best" / "summary.json").read_text())["best_checkpoint_id"]
+    assert env["AUDIO_CNN_CHECKPOINT"] == "/runs/best/best.pt" and env["AUDIO_CNN_CHECKPOINT_ID"] == best
+    assert "Pinning run 'best'" in out.stderr and "next deploy" in out.stderr
+
+
+def test_modal_deploy_with_no_trained_run_is_refused_unless_untrained_is_asked_for(tmp_path):
+    (tmp_path / "empty").mkdir()
+    out = modal_deploy(tmp_path, tmp_path / "empty")
+    assert out.returncode != 0 and "DeployError" in out.stderr and "AUDIO_CNN_ALLOW_UNTRAINED=1" in out.stderr
+    allowed = modal_deploy(tmp_path, tmp_path / "empty", AUDIO_CNN_ALLOW_UNTRAINED="1")
+    assert allowed.returncode == 0, allowed.stderr
+    env = json.loads(allowed.stdout.strip().splitlines()[-1])
+    assert "AUDIO_CNN_CHECKPOINT" not in env and env["AUDIO_CNN_ALLOW_UNTRAINED"] == "1"
+    assert "UNTRAINED" in allowed.stderr
+
+
+def test_an_unfinished_best_run_is_pinned_only_when_named(modal_env, tmp_path):
+    write_run(tmp_path, "live", 0.9, seed=1, status="running")
+    with pytest.raises(modal_env.DeployError, match="'live', has not finished.*AUDIO_CNN_RUN=live"):
+        modal_env.pin_checkpoint(Settings(), FakeVolume.from_folder(tmp_path))
+    pin = modal_env.pin_checkpoint(Settings(run="live"), FakeVolume.from_folder(tmp_path))
+    assert pin["AUDIO_CNN_CHECKPOINT"] == "/runs/live/best.pt"
+
+
+def test_a_local_checkpoint_file_cannot_be_deployed(modal_env, runs):
+    with pytest.raises(modal_env.DeployError, match="AUDIO_CNN_CHECKPOINT names a file on this machine"):
+        modal_env.pin_checkpoint(Settings(checkpoint=runs / "best" / "best.pt"), FakeVolume.from_folder(runs))
+
+
+def test_a_named_run_missing_from_the_volume_fails_the_deploy_with_the_runs_it_has(modal_env, runs):
+    with pytest.raises(modal_env.DeployError, match="'nope' has no best.pt.*best, broken-summary, cv/fold-1"):
+        modal_env.pin_checkpoint(Settings(run="nope"), FakeVolume.from_folder(runs))
+
+
+# -- the containers of a deploy ---------------------------------------------------------------------
 
 
 @pytest.fixture
-def modal_env(runs, monkeypatch):
-    """What the container's environment holds, pointed at the local runs folder."""
-    monkeypatch.setenv("AUDIO_CNN_RUNS_DIR", str(runs))
-    for key in ("AUDIO_CNN_CHECKPOINT", "AUDIO_CNN_TOKEN", "AUDIO_CNN_RUN"):
-        monkeypatch.delenv(key, raising=False)
+def modal_env(monkeypatch):
+    """serve_modal with no AUDIO_CNN_* in this process's env (each test sets the container's)."""
+    for key in [k for k in os.environ if k.startswith("AUDIO_CNN_")]:
+        monkeypatch.delenv(key)
     import serve_modal
 
     return serve_modal
 
 
-def local_client(serve_modal):
+def deploy(serve_modal, runs, monkeypatch, **deploy_env) -> dict:
+    """`modal deploy` over `runs` as the runs Volume; sets this process's env to what its containers get.
+
+    The Volume is mounted at /runs in a container: here that mount is the folder itself.
+    Returns the pin. AUDIO_CNN_GPU=none: this machine has no GPU (the GPU check has its own test).
+    """
+    settings = Settings.from_env({"AUDIO_CNN_GPU": "none", **deploy_env})
+    pin = serve_modal.pin_checkpoint(settings, FakeVolume.from_folder(runs))
+    for key, value in serve_modal.container_env(settings, pin).items():
+        monkeypatch.setenv(key, value.replace(serve_modal.RUNS_MOUNT, str(runs), 1) if value.startswith("/runs") else value)
+    return pin
+
+
+def container(serve_modal):
+    """A new container: the snapshot enter (CPU), the second enter, then the real app."""
     from fastapi.testclient import TestClient
 
     return TestClient(serve_modal.Server().web.local())
 
 
-def test_enter_loads_the_best_run_once_and_serves_the_real_app(modal_env):
-    client = local_client(modal_env)
-    health = client.get("/health").json()
-    assert health["model"]["name"] == "AudioCNN (best)" and health["model"]["trained"]
-    assert health["batching"]["enabled"] and health["auth"] is False
+def test_a_container_serves_the_pinned_checkpoint_and_health_names_it(modal_env, runs, monkeypatch):
+    pin = deploy(modal_env, runs, monkeypatch)
+    client = container(modal_env)
+    model = client.get("/health").json()["model"]
+    assert model["checkpoint_id"] == pin["AUDIO_CNN_CHECKPOINT_ID"] and model["name"] == "AudioCNN (best)"
+    assert model["trained"] is True
     r = client.post("/evaluate", json={"audio_data": base64.b64encode(wav_bytes(1.0)).decode(),
                                        "options": {"feature_maps": "none", "top_k": 2}})
-    assert r.status_code == 200 and len(r.json()["predictions"]) == 2
-    assert client.get("/classes").json()["classes"][0]["name"] == CLASSES[0]
+    assert r.status_code == 200 and r.json()["model"]["checkpoint_id"] == pin["AUDIO_CNN_CHECKPOINT_ID"]
+    assert len(r.json()["predictions"]) == 2
 
 
-def test_a_named_run_is_served(modal_env, monkeypatch):
-    monkeypatch.setenv("AUDIO_CNN_RUN", "small")
-    assert local_client(modal_env).get("/health").json()["model"]["name"] == "AudioCNN (small)"
+def test_a_better_run_trained_after_the_deploy_does_not_change_what_it_serves(modal_env, runs, tmp_path, monkeypatch):
+    import shutil
+
+    volume = Path(shutil.copytree(runs, tmp_path / "volume"))
+    pin = deploy(modal_env, volume, monkeypatch)
+    first = container(modal_env).get("/health").json()["model"]["checkpoint_id"]
+    better = write_run(volume, "better", 0.99, seed=9)  # finished, and better than the pinned run
+    later = container(modal_env).get("/health").json()["model"]["checkpoint_id"]  # a new container, same deploy
+    assert first == later == pin["AUDIO_CNN_CHECKPOINT_ID"] != better
+    assert deploy(modal_env, volume, monkeypatch)["AUDIO_CNN_CHECKPOINT_ID"] == better  # the next deploy
 
 
-def test_the_token_from_a_modal_secret_guards_everything_but_health(modal_env, monkeypatch):
+def test_a_container_refuses_to_start_when_the_pinned_file_changed(modal_env, runs, tmp_path, monkeypatch):
+    import shutil
+
+    volume = Path(shutil.copytree(runs, tmp_path / "volume"))
+    deploy(modal_env, volume, monkeypatch, AUDIO_CNN_RUN="small")
+    write_run(volume, "small", 0.99, seed=42)  # the pinned run trained again (--overwrite) after the deploy
+    with pytest.raises(CheckpointError, match="was pinned: the file changed after the deploy.*Redeploy"):
+        container(modal_env)
+
+
+def test_a_named_cv_folder_pins_its_best_fold(modal_env, tmp_path, monkeypatch):
+    write_run(tmp_path, "cv/fold-1", 0.70, seed=1)
+    best = write_run(tmp_path, "cv/fold-2", 0.75, seed=2)
+    pin = deploy(modal_env, tmp_path, monkeypatch, AUDIO_CNN_RUN="cv")
+    assert pin["AUDIO_CNN_CHECKPOINT"] == "/runs/cv/fold-2/best.pt"
+    assert container(modal_env).get("/health").json()["model"]["checkpoint_id"] == best
+
+
+def test_an_untrained_deploy_serves_the_untrained_model_and_says_so(modal_env, tmp_path, monkeypatch):
+    assert deploy(modal_env, tmp_path, monkeypatch, AUDIO_CNN_ALLOW_UNTRAINED="1") == {}
+    write_run(tmp_path, "late", 0.9, seed=1)  # on the Volume after the deploy: not picked up
+    model = container(modal_env).get("/health").json()["model"]
+    assert model["trained"] is False and model["checkpoint_id"] is None
+
+
+def test_a_container_without_a_pin_refuses_to_start(modal_env, runs, monkeypatch):
+    monkeypatch.setenv("AUDIO_CNN_RUNS_DIR", str(runs))
+    monkeypatch.setenv("AUDIO_CNN_GPU", "none")
+    with pytest.raises(modal_env.DeployError, match="No checkpoint was pinned"):
+        container(modal_env)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_gpu_container_without_cuda_fails_its_start(modal_env, runs, monkeypatch):
+    deploy(modal_env, runs, monkeypatch)
+    monkeypatch.setenv("AUDIO_CNN_GPU", "A10G")  # deployed for a GPU; this machine has no CUDA
+    with pytest.raises(modal_env.DeployError, match="AUDIO_CNN_GPU=A10G but CUDA is not available"):
+        container(modal_env)
+
+
+def test_the_token_from_a_modal_secret_guards_everything_but_health(modal_env, runs, monkeypatch):
+    deploy(modal_env, runs, monkeypatch)
     monkeypatch.setenv("AUDIO_CNN_TOKEN", "from-a-secret")  # what modal.Secret.from_name puts in the env
-    client = local_client(modal_env)
+    client = container(modal_env)
     body = {"audio_data": base64.b64encode(wav_bytes(0.5)).decode(), "options": {"feature_maps": "none"}}
     assert client.get("/health").status_code == 200 and client.get("/health").json()["auth"] is True
     assert client.post("/evaluate", json=body).json()["error"]["code"] == "missing_token"
@@ -180,42 +383,75 @@ def test_the_token_from_a_modal_secret_guards_everything_but_health(modal_env, m
     assert ok.status_code == 200
 
 
-def test_classify_chunk_returns_one_row_per_file(modal_env):
+def test_serve_settings_reach_the_app_in_the_container(modal_env, runs, monkeypatch):
+    deploy(modal_env, runs, monkeypatch, AUDIO_CNN_MAX_AUDIO_SECONDS="2", AUDIO_CNN_CORS_ORIGINS="https://ok.example")
+    client = container(modal_env)
+    assert client.get("/health").json()["limits"]["max_audio_seconds"] == 2
+    long = client.post("/evaluate", json={"audio_data": base64.b64encode(wav_bytes(3.0)).decode()})
+    assert long.status_code == 413
+    preflight = client.options("/evaluate", headers={"Origin": "https://ok.example",
+                                                     "Access-Control-Request-Method": "POST"})
+    assert preflight.headers["access-control-allow-origin"] == "https://ok.example"
+
+
+# -- batch classification on Modal ------------------------------------------------------------------
+
+
+def test_classify_chunk_returns_one_row_per_file_with_the_checkpoint(modal_env, runs, monkeypatch):
+    pin = deploy(modal_env, runs, monkeypatch)
+    server = modal_env.Server()
     items = [("a.wav", wav_bytes(1.0)), ("bad.wav", b"nope" * 100), ("b.wav", wav_bytes(1.0, freq=900))]
-    rows = modal_env.Server().classify_chunk.local(items, top_k=2)
+    rows = server.classify_chunk.local(items, top_k=2)
     assert [(r["file"], r["status"]) for r in rows] == [("a.wav", "ok"), ("bad.wav", "error"), ("b.wav", "ok")]
     assert rows[1]["error"].startswith("not_audio: ")
+    assert {r["checkpoint"] for r in rows} == {pin["AUDIO_CNN_CHECKPOINT_ID"]}
+    assert server.model_info.local() == {"checkpoint": pin["AUDIO_CNN_CHECKPOINT_ID"], "name": "AudioCNN (best)",
+                                         "trained": True}
 
 
-def test_the_fan_out_writes_every_file_even_when_a_chunk_fails(modal_env, tmp_path):
+def test_the_fan_out_keeps_each_chunks_own_error_and_a_rerun_retries_only_those(modal_env, runs, tmp_path, monkeypatch):
+    """classify_to_csv with chunks on the container (`.local()`, as `.remote()` runs them), 3 in flight."""
+    import csv
+
+    from core.classify_folder import classify_to_csv
+
+    pin = deploy(modal_env, runs, monkeypatch)
     folder = tmp_path / "clips"
     folder.mkdir()
     for i in range(7):
         (folder / f"clip-{i}.wav").write_bytes(wav_bytes(0.5, freq=300 + 50 * i))
     (folder / "garbage.wav").write_bytes(b"\x00garbage" * 50)
     server = modal_env.Server()
+    calls, failing = [], {"on": True}
 
-    def fake_map(chunks, top_k):
-        """Function.map(order_outputs=False, return_exceptions=True), minus the cloud: the
-        outputs come back in reverse order and the second chunk's container fails."""
-        outputs = []
-        for i, chunk in enumerate(chunks):
-            outputs.append(RuntimeError("container lost") if i == 1 else server.classify_chunk.local(chunk, top_k))
-        return reversed(outputs)
+    def remote(items):
+        calls.append([name for name, _ in items])
+        if "clip-3.wav" in calls[-1] and failing["on"]:  # the second chunk's container is lost
+            raise RuntimeError("container lost")
+        if "clip-6.wav" in calls[-1] and failing["on"]:
+            raise TimeoutError("input timed out")
+        return server.classify_chunk.local(items, top_k=2)
 
     out = tmp_path / "results.csv"
-    ok, errors = modal_env.classify_remote(fake_map, folder, out, chunk_size=3, top_k=2)
-    import csv
+    checkpoint = pin["AUDIO_CNN_CHECKPOINT_ID"]
+    tally = classify_to_csv(folder, out, remote, checkpoint=checkpoint, chunk_size=3, in_flight=3, progress=False)
+    with open(out, newline="") as f:
+        by_file = {r["file"]: r for r in csv.DictReader(f)}
+    assert sorted(by_file) == sorted(p.name for p in folder.iterdir())  # every file once
+    for name in ("clip-3.wav", "clip-4.wav", "clip-5.wav"):
+        assert by_file[name]["error"] == "remote_error: RuntimeError: container lost"
+    assert by_file["clip-6.wav"]["error"] == "remote_error: TimeoutError: input timed out"
+    assert by_file["garbage.wav"]["error"] == "remote_error: TimeoutError: input timed out"  # its chunk's error
+    assert (tally.ok, tally.errors) == (3, 5)
 
+    calls.clear()
+    failing["on"] = False
+    again = classify_to_csv(folder, out, remote, checkpoint=checkpoint, chunk_size=3, in_flight=3, progress=False)
+    assert sorted(sum(calls, [])) == ["clip-3.wav", "clip-4.wav", "clip-5.wav", "clip-6.wav", "garbage.wav"]
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [r["file"] for r in rows] == sorted(p.name for p in folder.iterdir())  # path order, not arrival order
-    by_file = {r["file"]: r for r in rows}
-    # chunks are [clip-0, clip-1, clip-2], [clip-3, clip-4, clip-5], [clip-6, garbage]
-    for name in ("clip-3.wav", "clip-4.wav", "clip-5.wav"):
-        assert by_file[name]["status"] == "error" and "RuntimeError: container lost" in by_file[name]["error"]
-    assert by_file["garbage.wav"]["error"].startswith("not_audio")
-    assert (ok, errors) == (4, 4)
+    assert len(rows) == 8 and (again.ok, again.errors, again.skipped) == (7, 1, 3)
+    assert next(r for r in rows if r["file"] == "garbage.wav")["error"].startswith("not_audio")
 
 
 def test_predictor_to_moves_and_reports_the_device():

@@ -15,7 +15,7 @@ from esc50_factory import class_sound, make_dataset
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import core.training as training
-from core.checkpoint import find_default_checkpoint, load_checkpoint
+from core.checkpoint import load_checkpoint
 from core.datasets import DatasetError
 from core.inference import Predictor
 from core.model import ModelConfig
@@ -135,8 +135,12 @@ def test_defaults_are_the_seed_recipe():
     assert d.model == ModelConfig()
 
 
+def test_summary_names_the_best_checkpoint_by_its_content_id(learned):
+    summary = json.loads((learned.run_dir / "summary.json").read_text())
+    assert summary["best_checkpoint_id"] == load_checkpoint(learned.run_dir / "best.pt").id
+
+
 def test_best_checkpoint_serves_predictions(learned):
-    assert find_default_checkpoint(learned.run_dir.parent) is not None
     predictor = Predictor.from_checkpoint(learned.run_dir / "best.pt")
     assert predictor.classes == ["dog", "rooster", "pig", "cow", "frog"]
     assert predictor.info.meta["epoch"] == learned.best_epoch
@@ -188,9 +192,32 @@ def test_resume_from_the_middle_of_an_epoch_ends_identical(base, reference, monk
     assert first.status == "stopped" and first.epochs_completed == 1
     extra = load_checkpoint(first.run_dir / "last.pt").extra
     assert (extra["epoch"], extra["batch"]) == (2, 3)
-    resumed = train(config, resume=True)
+    resumed = train(config)  # the same call again, as a Modal retry makes it: it continues
     assert resumed.status == "finished"
     assert_same_run(reference.run_dir, resumed.run_dir)
+
+
+def test_a_run_killed_before_its_first_last_pt_starts_again(base, reference, monkeypatch):
+    calls = {"n": 0}
+    original = training.spec_augment
+
+    def dying(*args, **kwargs):  # the process dies in batch 3 of epoch 1: summary.json exists, last.pt not
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise SystemExit("killed")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(training, "spec_augment", dying)
+    config = replace(base, run_name="killed-in-epoch-1", epochs=6)
+    with pytest.raises(SystemExit):
+        train(config)
+    monkeypatch.setattr(training, "spec_augment", original)
+    run_dir = Path(base.runs_dir) / "killed-in-epoch-1"
+    assert (run_dir / "summary.json").exists() and not (run_dir / "last.pt").exists()
+    again = train(config)
+    assert again.status == "finished"
+    assert_same_run(reference.run_dir, again.run_dir)
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1  # the dead attempt's events are gone
 
 
 def test_resume_without_last_pt_names_the_run(base):
@@ -198,9 +225,23 @@ def test_resume_without_last_pt_names_the_run(base):
         train(replace(base, run_name="never-started"), resume=True)
 
 
-def test_an_existing_run_is_not_overwritten(base, reference):
-    with pytest.raises(TrainingError, match="already exists"):
+def test_a_finished_run_is_refused_with_the_flag_that_overrides_it(base, reference):
+    with pytest.raises(TrainingError, match="'reference' .* is finished: pass --overwrite"):
         train(replace(base, run_name="reference", epochs=6))
+
+
+def test_overwrite_trains_a_finished_run_again_from_scratch(base, reference, tmp_path):
+    import shutil
+
+    copy = Path(base.runs_dir) / "overwritten"
+    shutil.copytree(reference.run_dir, copy)
+    (copy / "notes.txt").write_text("a user's file")
+    again = train(replace(base, run_name="overwritten", epochs=6), overwrite=True)
+    assert again.status == "finished"
+    assert_same_run(reference.run_dir, copy)
+    assert len(list(copy.glob("events.out.tfevents.*"))) == 1  # the old run's events were removed
+    assert json.loads((copy / "config.json").read_text())["resumes"] == []
+    assert (copy / "notes.txt").exists()  # only the run's own files are cleared
 
 
 # -- protocols -------------------------------------------------------------------------------
@@ -227,6 +268,20 @@ def test_cross_validation_trains_every_fold_and_reports_the_mean(base):
     for k in range(1, 6):
         s = json.loads((parent / f"fold-{k}" / "summary.json").read_text())
         assert s["evaluation"]["report_fold"] == k and s["evaluation"]["train_folds"] == [f for f in range(1, 6) if f != k]
+
+
+def test_a_finished_cross_validation_is_refused_then_overwritten(base):
+    config = replace(base, run_name="cv-again", epochs=3)
+    first = cross_validate(config)
+    parent = Path(base.runs_dir) / "cv-again"
+    before = {k: (parent / f"fold-{k}" / "best.pt").stat().st_mtime_ns for k in range(1, 6)}
+    with pytest.raises(TrainingError, match="'cv-again' .* is finished: pass --overwrite"):
+        cross_validate(config)
+    again = cross_validate(config, overwrite=True)
+    assert again["status"] == "finished" and again["fold_accuracy"] == first["fold_accuracy"]  # same seed
+    for k in range(1, 6):
+        assert (parent / f"fold-{k}" / "best.pt").stat().st_mtime_ns != before[k]
+        assert len(list((parent / f"fold-{k}").glob("events.out.tfevents.*"))) == 1
 
 
 # -- refusing to start -----------------------------------------------------------------------

@@ -83,8 +83,9 @@ def test_an_empty_runs_folder_shows_the_commands_to_create_a_run(runs_page, tmp_
     runs = tmp_path / "runs"
     assert (f"python train_modal.py --local --data-dir data --runs-dir {runs} --epochs 20 "
             "--run-name first") in code
-    assert "modal run train_modal.py --epochs 100 --run-name baseline" in code
-    assert f"modal volume get audio-cnn-runs /baseline {runs}/" in code
+    # the page shows core.modal_commands' lines (tests/test_modal_commands.py parses them with modal's CLI)
+    assert "modal run --detach train_modal.py --epochs 100 --run-name baseline" in code
+    assert f"mkdir -p {runs} && modal volume get --force audio-cnn-runs /baseline {runs}" in code
 
 
 def test_two_runs_are_listed_with_status_epochs_and_best_accuracy(runs_page, two_runs):

@@ -9,45 +9,9 @@ from __future__ import annotations
 import os
 
 import pytest
-from modal.volume import FileEntry, FileEntryType
+from volume_factory import FakeVolume, NotFoundError  # noqa: F401  (tests match its name)
 
 from core import volume as V
-
-
-class FakeVolume:
-    """In-memory Volume: iterdir/listdir list FileEntry objects, read_file yields chunks."""
-
-    def __init__(self, files: dict[str, tuple[bytes, int]] | None = None, missing: bool = False):
-        self.files = dict(files or {})  # path -> (content, mtime)
-        self.missing = missing
-        self.reads: list[str] = []
-
-    def iterdir(self, path: str, *, recursive: bool = True):
-        if self.missing:
-            raise NotFoundError("Volume 'audio-cnn-runs' not found")
-        prefix = path.strip("/")
-        dirs = set()
-        for name, (content, mtime) in sorted(self.files.items()):
-            if prefix and not name.startswith(prefix + "/"):
-                continue
-            parent = name.rsplit("/", 1)[0] if "/" in name else ""
-            if parent and parent not in dirs:
-                dirs.add(parent)
-                yield FileEntry(path=parent, type=FileEntryType.DIRECTORY, mtime=mtime, size=0)
-            yield FileEntry(path=name, type=FileEntryType.FILE, mtime=mtime, size=len(content))
-
-    def listdir(self, path: str, *, recursive: bool = False):
-        return list(self.iterdir(path, recursive=recursive))
-
-    def read_file(self, path: str):
-        self.reads.append(path)
-        content = self.files[path][0]
-        for i in range(0, len(content), 1000):
-            yield content[i:i + 1000]
-
-
-class NotFoundError(Exception):
-    """Named like modal.exception.NotFoundError, which the SDK raises for a missing Volume."""
 
 
 def volume_with_runs() -> FakeVolume:
