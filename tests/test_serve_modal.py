@@ -153,7 +153,7 @@ def test_every_serving_setting_reaches_the_container(tmp_path):
               "AUDIO_CNN_RUN": "best", "AUDIO_CNN_CHECKPOINT_ID": "abc", "AUDIO_CNN_GPU": "L4",
               "AUDIO_CNN_PROXY_AUTH": "0", "AUDIO_CNN_TOKEN_SECRET": "s", "AUDIO_CNN_SCALEDOWN_S": "9",
               "AUDIO_CNN_MIN_CONTAINERS": "1", "AUDIO_CNN_MAX_CONTAINERS": "3", "AUDIO_CNN_VOLUME": "v",
-              "AUDIO_CNN_ALLOW_UNTRAINED": "1"}
+              "AUDIO_CNN_ALLOW_UNTRAINED": "1", "AUDIO_CNN_MAX_DECODES": "2", "AUDIO_CNN_MAX_DECODE_SAMPLES": "1000000"}
     scoped = {row["key"] for row in describe() if {"serve", "deploy"} & set(row["scopes"])}
     assert scoped == set(values), "a new serving setting: give it a value here"
     env = recorded(tmp_path, "serve_modal", AUDIO_CNN_TOKEN="secret!", **values)["container_env"]
