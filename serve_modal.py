@@ -54,7 +54,7 @@ from core.settings import Settings
 
 APP_NAME = "audio-cnn-serve"
 RUNS_MOUNT = "/runs"
-SERVING_PACKAGES = ("torch", "numpy", "soundfile", "librosa", "scipy", "fastapi", "pydantic", "orjson", "tqdm")
+SERVING_PACKAGES = ("torch", "numpy", "soundfile", "librosa", "scipy", "soxr", "fastapi", "pydantic", "orjson", "tqdm")
 
 # Deploy-time settings, parsed by core.settings like every other AUDIO_CNN_* value.
 SETTINGS = Settings.from_env()
