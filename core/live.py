@@ -239,6 +239,13 @@ class LiveSession:
             if self._worker is not None:
                 self._queue.put(None)
 
+    def close(self, timeout: float = 60.0) -> None:
+        """Stop and wait for the worker to finish the last window (for callers that may wait)."""
+        self.stop()
+        worker = self._worker
+        if worker is not None:
+            worker.join(timeout)
+
     def set_thresholds(self, thresholds: dict[str, float]) -> None:
         """New per-class thresholds, from the next window on."""
         with self._lock:

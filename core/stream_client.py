@@ -62,7 +62,7 @@ class StreamClient:
 
         url = stream_url(endpoint)
         try:
-            connection = connect(url, additional_headers=auth_headers(token), open_timeout=open_timeout,
+            connection = connect(url, additional_headers=auth_headers(token), open_timeout=open_timeout, legacy=True,
                                  compression=None, max_size=4 * 1024 * 1024,
                                  proxy=None if urlsplit(url).hostname in LOOPBACK else True)
         except InvalidStatus as err:
@@ -85,7 +85,7 @@ class StreamClient:
         try:
             self.connection.send(pcm)
         except ConnectionClosed as err:
-            raise self._closed(err) from None
+            raise self._why_closed(err) from None
 
     def receive(self, timeout: float = 0.0) -> list[WindowResult]:
         """Windows that have arrived; waits up to `timeout` s for the first one."""
@@ -119,7 +119,7 @@ class StreamClient:
         try:
             self.connection.send(orjson.dumps(body).decode())
         except ConnectionClosed as err:
-            raise self._closed(err) from None
+            raise self._why_closed(err) from None
 
     def _next(self, timeout: float) -> dict | None:
         """The next JSON message, None after `timeout`; StreamError on an error message or a close."""
@@ -137,9 +137,8 @@ class StreamClient:
             raise self._closed(err) from None
         message = orjson.loads(text)
         if message.get("type") == "error":
-            cls = next((c for c in ERRORS_BY_CLOSE_CODE.values() if c.code == message["code"]), StreamError)
             self._drain()
-            raise cls(message["message"], message["code"])
+            raise _error(message)
         return message
 
     def _drain(self) -> None:
@@ -152,12 +151,28 @@ class StreamClient:
             pass
         self.close()
 
+    def _why_closed(self, err: Any) -> StreamError:
+        """The server's error message if it sent one before closing (it always does), else the close code's."""
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            message = orjson.loads(self.connection.recv(timeout=0))
+        except (ConnectionClosed, TimeoutError, orjson.JSONDecodeError):
+            return self._closed(err)
+        return _error(message) if message.get("type") == "error" else self._closed(err)
+
     @staticmethod
     def _closed(err: Any) -> StreamError:
         code = err.rcvd.code if err.rcvd is not None else None
         reason = (err.rcvd.reason if err.rcvd is not None else "") or "the connection dropped"
         cls = ERRORS_BY_CLOSE_CODE.get(code, StreamError)
         return cls(f"The stream was closed ({code}): {reason}")
+
+
+def _error(message: dict) -> StreamError:
+    """The server's {"type": "error", "code", "message"} -> the StreamError subclass of that code."""
+    cls = next((c for c in ERRORS_BY_CLOSE_CODE.values() if c.code == message["code"]), StreamError)
+    return cls(message["message"], message["code"])
 
 
 def stream_url(endpoint: str) -> str:

@@ -268,6 +268,21 @@ def test_local_mode_refuses_a_run_without_a_checkpoint(runs):
     assert out.returncode == 2 and "Run 'nope' has no best.pt" in out.stderr
 
 
+def test_the_deployed_app_serves_the_stream_websocket(modal_env):
+    import numpy as np
+
+    client = local_client(modal_env)
+    with client.websocket_connect("/stream") as ws:
+        ws.send_text(json.dumps({"type": "start", "format": "s16le", "sample_rate": 44100, "top_k": 2}))
+        ready = ws.receive_json()
+        assert ready["type"] == "ready" and ready["model"]["name"] == "AudioCNN (best)"
+        for _ in range(5):
+            ws.send_bytes(np.zeros(44100, "<i2").tobytes())
+        window = ws.receive_json()
+    assert window["type"] == "window" and (window["start"], window["end"]) == (0.0, 5.0)
+    assert len(window["predictions"]) == 2
+
+
 # -- calling a Modal endpoint: proxy-auth tokens, and what is (not) retried ------------------------
 
 
