@@ -35,7 +35,7 @@ from core.streaming import StreamError, WindowResult, WindowStream
 
 log = logging.getLogger("audio_cnn.live")
 
-MAX_QUEUED_SECONDS = 10.0
+MAX_QUEUED_SECONDS = 5.0   # a backlog beyond one window: drop the oldest (latency over completeness)
 MAX_EVENTS = 1000
 SEND_SECONDS = 0.5   # frames are gathered into messages of about this much audio
 
