@@ -280,6 +280,8 @@ class LiveSession:
             except queue.Empty:
                 if self._run is not None and time.monotonic() - last_audio > self.idle_s:
                     self._end_run()
+                elif self._run is not None:
+                    self._collect()  # a remote stream's windows arrive after the audio that completed them
                 with self._lock:
                     if self._run is None and self._queue.empty():
                         self._worker = None  # nothing to do: the next `push` starts a new worker
@@ -324,6 +326,12 @@ class LiveSession:
         with self._lock:
             run.received_s += _pcm_seconds(len(pcm), fmt)
         self._add(run, results)
+
+    def _collect(self) -> None:
+        try:
+            self._add(self._run, self._run.stream.receive())
+        except StreamError as err:
+            self._fail(err)
 
     def _start_run(self, fmt: tuple[str, int, int]) -> None:
         start = {"format": fmt[0], "sample_rate": fmt[1], "channels": fmt[2], "top_k": self.top_k,

@@ -110,3 +110,42 @@ def test_the_cli_says_when_the_server_refuses_the_token(live_server, tmp_path):
 def test_the_cli_microphone_names_the_optional_package_it_needs():
     out = cli("--mic", "--seconds", "1")
     assert out.returncode != 0 and "pip install sounddevice" in out.stderr
+
+
+# -- the Live page's data path with an endpoint: LiveSession over HttpBackend.stream -------------------
+
+
+def test_a_live_session_streams_to_the_endpoint_over_the_websocket(live_server):
+    import time
+
+    import numpy as np
+
+    from core.client import HttpBackend
+    from core.live import LiveSession
+
+    url, token = live_server
+    live = LiveSession(HttpBackend(url, token=token).stream, thresholds={"dog": 0.0})
+
+    def push(seconds: float, real_time: bool) -> None:
+        """20 ms frames, as WebRTC delivers them: all at once, or each when a microphone would have it."""
+        pcm = (np.sin(np.arange(int(seconds * 44100)) / 44100 * 2 * np.pi * 330) * 6000).astype("<i2").tobytes()
+        t0 = time.monotonic()
+        for n, i in enumerate(range(0, len(pcm), 1764)):
+            while real_time and time.monotonic() < t0 + n * 0.02:
+                time.sleep(0.005)   # a real-time source, not a wait for the result
+            live.push(pcm[i : i + 1764], 44100, 1)
+
+    def wait_for(condition) -> None:
+        deadline = time.monotonic() + 120
+        while not condition():
+            assert time.monotonic() < deadline and live.snapshot().error is None, live.snapshot().error
+            time.sleep(0.05)
+
+    push(5.0, real_time=False)   # one window at once: what the server allows up front
+    wait_for(lambda: len(live.snapshot().windows) == 1)
+    push(1.0, real_time=True)
+    wait_for(lambda: len(live.snapshot().windows) == 2)
+    live.close()
+    snap = live.snapshot()
+    assert [w.start for w in snap.windows] == [0.0, 1.0] and snap.ready["model"]["trained"] is False
+    assert snap.spectrogram.shape[0] == 128 and [e.label for e in snap.events] == ["dog"]
