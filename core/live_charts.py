@@ -67,7 +67,7 @@ def spectrogram_image(spec: np.ndarray, db_range: tuple[float, float] | None = N
 
 
 def events_frame(closed: Sequence[Any], ongoing: Sequence[Any] = ()) -> pd.DataFrame:
-    """Events (core.live.Event) -> one row each, newest first; ongoing ones say so."""
+    """Events (core.live_events.Event) -> one row each, newest first; ongoing ones say so."""
     rows = [{**e.row(), "class": pretty(e.label), "status": "ongoing"} for e in ongoing]
     rows += [{**e.row(), "class": pretty(e.label), "status": "ended"} for e in reversed(closed)]
     return pd.DataFrame(rows, columns=["time", "class", "peak", "threshold", "from_s", "to_s", "windows", "status"])

@@ -5,7 +5,7 @@
 Synchronous (websockets' sync client): `send` writes one binary message,
 `receive` returns the windows that have arrived, waiting up to `timeout` s
 for the first. A refusal or a dropped connection raises the same
-core.streaming.StreamError subclass the server named (by close code), with
+core.stream_protocol.StreamError subclass the server named (by close code), with
 its message.
 
 The CLI streams a file in real time (or `--speed` times faster) or the
@@ -35,13 +35,8 @@ import orjson
 
 from core.client import BackendError, auth_headers, make_backend
 from core.settings import Settings
-from core.streaming import (
-    ERRORS_BY_CLOSE_CODE,
-    StreamError,
-    WindowResult,
-    WindowStream,
-    window_from_wire,
-)
+from core.stream_protocol import ERRORS_BY_CLOSE_CODE, StreamError, WindowResult, window_from_wire
+from core.streaming import WindowStream
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -255,7 +250,7 @@ def parse_thresholds(items: list[str]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from core.live import EventDetector
+    from core.live_events import EventDetector
 
     settings = Settings.from_env()
     parser = argparse.ArgumentParser(prog="python -m core.stream_client", description=__doc__.splitlines()[0])

@@ -38,18 +38,17 @@ from starlette.websockets import WebSocketState
 
 from core.schema import model_info_to_wire
 from core.settings import Settings
-from core.streaming import (
+from core.stream_protocol import (
     BadFrameError,
     IdleStreamError,
-    StreamAnalyzer,
     StreamError,
     TooFastError,
     TooManyStreamsError,
     UnauthorizedStreamError,
     parse_start,
-    ready_message,
     window_to_wire,
 )
+from core.streaming import StreamAnalyzer, ready_message
 
 log = logging.getLogger("audio_cnn.stream")
 

@@ -13,7 +13,7 @@ from audio_factory import wav_bytes
 from conftest import ROOT
 
 from core.stream_client import StreamClient, stream_url
-from core.streaming import StreamError
+from core.stream_protocol import StreamError
 
 START = {"format": "s16le", "sample_rate": 44100, "channels": 1}
 

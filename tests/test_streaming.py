@@ -17,19 +17,11 @@ from audio_factory import tone, wav_bytes
 
 from core.audio import SAMPLE_RATE, decode_audio
 from core.client import LocalBackend
-from core.live import EVENT_COLUMNS, EventDetector, LiveSession, events_csv
+from core.live import LiveSession
+from core.live_events import EVENT_COLUMNS, EventDetector, events_csv
 from core.results import Prediction, window_starts
-from core.streaming import (
-    BadFrameError,
-    BadStartError,
-    ChunkTooLargeError,
-    LocalStream,
-    PcmDecoder,
-    StreamAnalyzer,
-    WindowBuffer,
-    WindowResult,
-    parse_start,
-)
+from core.stream_protocol import BadFrameError, BadStartError, ChunkTooLargeError, WindowResult, parse_start
+from core.streaming import LocalStream, PcmDecoder, StreamAnalyzer, WindowBuffer
 
 WINDOW = 5 * SAMPLE_RATE
 
