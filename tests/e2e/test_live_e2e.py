@@ -41,7 +41,13 @@ def test_the_live_page_labels_the_microphone_every_hop(app_url, new_page):
     page.get_by_label("Classes to watch").click()
     page.keyboard.type("Dog")
     page.get_by_role("option", name="Dog", exact=True).click()
+    page.keyboard.press("Escape")   # close the options list
     threshold = page.get_by_label("Dog threshold")
+    try:
+        expect(threshold).to_be_visible()
+    except AssertionError:
+        screenshot(page, "live-threshold-failure")
+        raise
     threshold.fill("0")
     threshold.press("Enter")
     expect(threshold).to_have_value("0.00")
