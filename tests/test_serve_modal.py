@@ -111,7 +111,8 @@ def test_imports_without_credentials_with_the_documented_defaults(tmp_path):
     assert m["env"]["AUDIO_CNN_RUNS_DIR"] == "/runs" and "AUDIO_CNN_RUN" not in m["env"]
     assert m["methods"] == ["classify_chunk", "load", "start", "web"]
     names = [line.split("=")[0].split(">")[0] for line in m["packages"]]
-    assert names == ["torch", "numpy", "soundfile", "librosa", "scipy", "fastapi", "pydantic", "orjson", "tqdm"]
+    assert names == ["torch", "numpy", "soundfile", "librosa", "scipy", "soxr", "fastapi", "pydantic", "orjson",
+                     "tqdm"]
     assert "torch==2.13.0" in m["packages"]  # the pins come from requirements.txt
 
 

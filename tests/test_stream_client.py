@@ -141,9 +141,8 @@ def test_a_live_session_streams_to_the_endpoint_over_the_websocket(live_server):
             assert time.monotonic() < deadline and live.snapshot().error is None, live.snapshot().error
             time.sleep(0.05)
 
-    push(5.0, real_time=False)   # one window at once: what the server allows up front
-    wait_for(lambda: len(live.snapshot().windows) == 1)
-    push(1.0, real_time=True)
+    push(4.5, real_time=False)   # at once: within what the server allows up front and the session's backlog
+    push(1.5, real_time=True)    # then as a microphone records it: windows end at 5 and 6 s
     wait_for(lambda: len(live.snapshot().windows) == 2)
     live.close()
     snap = live.snapshot()

@@ -243,12 +243,15 @@ def push_seconds(session, seconds: float, rate=48000, seed=9):
 
 
 def test_a_live_session_analyses_pushed_frames_and_keeps_the_last_run_after_stop(session):
-    push_seconds(session, 7.0)
+    # In two parts, each within the session's 5 s backlog, so that nothing is dropped.
+    push_seconds(session, 4.0, seed=9)
+    wait_until(lambda: session.snapshot().received_s >= 4.0)
+    push_seconds(session, 3.0, seed=10)
     wait_until(lambda: len(session.snapshot().windows) == 3)
     session.stop()
     wait_until(lambda: not session.snapshot().running)
     snap = session.snapshot()
-    assert [w.start for w in snap.windows] == [0.0, 1.0, 2.0] and snap.error is None
+    assert [w.start for w in snap.windows] == [0.0, 1.0, 2.0] and snap.error is None and snap.dropped_s == 0
     assert snap.spectrogram.shape[0] == 128 and snap.spectrogram_start == 0.0
     assert [e.label for e in snap.events] == ["dog"]  # a zero threshold: one event over the whole run
     assert session.csv().count("\n") == 2
