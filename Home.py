@@ -12,6 +12,7 @@ st.set_page_config(page_title="audio-cnn", layout="wide")  # no page_icon: icons
 
 navigation = st.navigation([
     st.Page("pages/predict.py", title="Predict", icon=":material/upload:", default=True),
+    st.Page("pages/live.py", title="Live", icon=":material/mic:"),
     st.Page("pages/spectrogram.py", title="Spectrogram", icon=":material/equalizer:"),
     st.Page("pages/feature_maps.py", title="Feature Maps", icon=":material/grid_view:"),
     st.Page("pages/architecture.py", title="Architecture", icon=":material/view_in_ar:"),

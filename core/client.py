@@ -1,6 +1,6 @@
 """Backends: where the dashboard gets its analyses from.
 
-    Backend (protocol)   health(), analyze(bytes, **options), architecture(), classes()
+    Backend (protocol)   health(), analyze(bytes, **options), architecture(), classes(), stream(start)
     HttpBackend          a deployed endpoint (Modal, or `python -m core.server`), via requests
     LocalBackend         an in-process Predictor (the embedded default)
 
@@ -33,11 +33,20 @@ from core.settings import Settings
 
 if TYPE_CHECKING:
     from core.inference import Predictor
+    from core.streaming import WindowStream
 
 
 # A Modal proxy-auth token ("wk-...:ws-..."): sent as Modal-Key / Modal-Secret headers,
 # which Modal's edge checks before a container starts (serve_modal.py's default).
 PROXY_TOKEN = re.compile(r"^(wk-[^:\s]+):(ws-\S+)$")
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    """The headers that carry `token`: Modal-Key/Modal-Secret for a proxy pair, else a bearer token."""
+    proxy = PROXY_TOKEN.match(token or "")
+    if proxy:
+        return {"Modal-Key": proxy[1], "Modal-Secret": proxy[2]}
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 class BackendError(Exception):
@@ -65,6 +74,7 @@ class Backend(Protocol):
     def analyze(self, data: bytes, **options: Any) -> Analysis: ...
     def architecture(self) -> dict: ...
     def classes(self) -> list[dict]: ...
+    def stream(self, start: dict) -> WindowStream: ...
 
 
 class LocalBackend:
@@ -99,6 +109,12 @@ class LocalBackend:
     def architecture(self) -> dict:
         return self.predictor.architecture()
 
+    def stream(self, start: dict) -> WindowStream:
+        """A live stream analysed in this process (core.streaming.LocalStream); `start` as for /stream."""
+        from core.streaming import LocalStream
+
+        return LocalStream(self.predictor, start, self.settings.stream_window_s, self.settings.stream_hop_s)
+
     def classes(self) -> list[dict]:
         return self.predictor.class_table()
 
@@ -125,11 +141,8 @@ class HttpBackend:
         self.session.mount("http://", HTTPAdapter(max_retries=retry))
         self.session.mount("https://", HTTPAdapter(max_retries=retry))
         self.session.headers["Accept-Encoding"] = "gzip"
-        proxy = PROXY_TOKEN.match(token or "")
-        if proxy:
-            self.session.headers.update({"Modal-Key": proxy[1], "Modal-Secret": proxy[2]})
-        elif token:
-            self.session.headers["Authorization"] = f"Bearer {token}"
+        self.session.headers.update(auth_headers(token))
+        self.token = token
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         url = self.endpoint + path
@@ -187,6 +200,12 @@ class HttpBackend:
 
     def architecture(self) -> dict:
         return self._request("GET", "/model").json()
+
+    def stream(self, start: dict) -> WindowStream:
+        """A live stream over the endpoint's websocket /stream (core.stream_client.StreamClient)."""
+        from core.stream_client import StreamClient
+
+        return StreamClient.connect(self.endpoint, start, token=self.token)
 
     def classes(self) -> list[dict]:
         return self._request("GET", "/classes").json()["classes"]

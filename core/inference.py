@@ -34,6 +34,7 @@ from core.results import (  # noqa: F401  (re-exported: the result types are par
     OptionError,
     Prediction,
     Window,
+    top_k_predictions,
     waveform_envelope,
     window_starts,
 )
@@ -222,10 +223,16 @@ class Predictor:
 
     def probabilities(self, waves: torch.Tensor) -> np.ndarray:
         """(batch, samples) equal-length clips -> (batch, classes) softmax probabilities."""
+        return self.spectrograms_and_probabilities(waves)[1]
+
+    def spectrograms_and_probabilities(self, waves: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(batch, samples) equal-length clips at 44.1 kHz -> spectrograms (batch, n_mels, frames) dB
+        and softmax probabilities (batch, classes); through the micro-batcher when it is on."""
+        waves = torch.as_tensor(waves, dtype=torch.float32)
         with torch.inference_mode():
             spec = self.features(waves.to(self.device))
             logits, _ = self._forward(spec.unsqueeze(1), False)
-            return torch.softmax(logits.float(), dim=1).cpu().numpy()
+            return spec.cpu().numpy(), torch.softmax(logits.float(), dim=1).cpu().numpy()
 
     def architecture(self) -> dict:
         """What GET /model answers: model info, configs, every layer, the total parameter count."""
@@ -266,9 +273,7 @@ class Predictor:
         return out if capture else (out, {})
 
     def _top_k(self, probs: np.ndarray, k: int) -> list[Prediction]:
-        k = max(1, min(k, len(probs)))
-        order = np.argsort(-probs, kind="stable")[:k]
-        return [Prediction(self.classes[i], float(probs[i])) for i in order]
+        return top_k_predictions(probs, self.classes, k)
 
     @staticmethod
     def _channel_means(captured: dict[str, torch.Tensor], mode: FeatureMapMode) -> dict[str, np.ndarray]:

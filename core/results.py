@@ -77,6 +77,13 @@ class Analysis:
     timing_ms: dict[str, float] = field(default_factory=dict)
 
 
+def top_k_predictions(probs: np.ndarray, classes: list[str], k: int) -> list[Prediction]:
+    """(classes,) probabilities -> the k best as Predictions, best first (ties keep class order)."""
+    k = max(1, min(k, len(probs)))
+    order = np.argsort(-probs, kind="stable")[:k]
+    return [Prediction(classes[i], float(probs[i])) for i in order]
+
+
 def waveform_envelope(samples: np.ndarray, points: int = WAVEFORM_POINTS) -> np.ndarray:
     """(n,) -> (2 * buckets,): min and max of each of `buckets` equal spans, interleaved.
 

@@ -7,6 +7,7 @@ Used as is locally (`python -m core.server`) and on Modal (`serve_modal.py`).
     GET  /health     liveness, model, limits (never needs a token)
     GET  /model      every layer with output shape and parameter count
     GET  /classes    the class names with their ESC-50 categories
+    WS   /stream     live PCM in, one analysis per window out (core/streaming.py)
 
 Errors are always `{"error": {"code", "message"}}`: 400 bad audio or base64,
 401 token, 413 too large, 422 schema or a JSON body nested too deep / with too
@@ -47,6 +48,7 @@ from core.schema import (
     model_info_to_wire,
 )
 from core.settings import Settings
+from core.stream_route import add_stream_route
 
 log = logging.getLogger("audio_cnn.server")
 
@@ -164,6 +166,7 @@ def create_app(predictor: Predictor, token: str | None = None, settings: Setting
                            {"WWW-Authenticate": "Bearer"})
 
     protected = [Depends(require_token)]
+    add_stream_route(app, predictor, settings, authorize=require_token)  # WS /stream (core/stream_route.py)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request, err: ApiError):

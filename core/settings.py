@@ -20,6 +20,7 @@ Secrets, never as plain container env); "dashboard" the Streamlit app;
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -52,6 +53,26 @@ def _url(text: str) -> str:
 
 def _csv(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _ice_servers(text: str) -> tuple[dict, ...]:
+    """WebRTC ICE servers: a JSON list of {"urls", "username"?, "credential"?}, or comma-separated URLs."""
+    form = ('a JSON list like [{"urls": ["turn:turn.example.com:3478"], "username": "u", "credential": "p"}] '
+            "or comma-separated stun:/turn: URLs")
+    if not text.lstrip().startswith("["):
+        urls = _csv(text)
+        if not urls or not all(u.startswith(("stun:", "turn:", "turns:")) for u in urls):
+            raise ValueError(form)
+        return ({"urls": list(urls)},)
+    try:
+        servers = json.loads(text)
+    except ValueError:
+        raise ValueError(form) from None
+    ok = isinstance(servers, list) and all(
+        isinstance(s, dict) and s.get("urls") and set(s) <= {"urls", "username", "credential"} for s in servers)
+    if not ok:
+        raise ValueError(form)
+    return tuple(servers)
 
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -121,6 +142,19 @@ class Settings:
                              help="server micro-batching: clips per forward; 1 turns it off")
     batch_wait_ms: float = setting(5.0, _number(float, 0, 1000), "serve",
                                    help="how long a batch waits for company after its first clip")
+    # live streams (/stream, the Live page): analysis windows and what a stream may cost
+    stream_window_s: float = setting(5.0, _number(float, 0.5, 30), "serve", "dashboard",
+                                     help="seconds of audio per live analysis window")
+    stream_hop_s: float = setting(1.0, _number(float, 0.1, 30), "serve", "dashboard",
+                                  help="seconds between live windows (a stream's start message may ask for another)")
+    stream_max_speed: float = setting(2.0, _number(float, 1, 1000), "serve", "dashboard",
+                                      help="how much faster than real time a stream may send, beyond one window")
+    stream_idle_s: float = setting(15.0, _number(float, 1, 3600), "serve", "dashboard",
+                                   help="a stream that sends nothing for this long is closed")
+    stream_max_streams: int = setting(32, _number(int, 1, 10_000), "serve",
+                                      help="live streams one server process serves at once")
+    ice_servers: tuple[dict, ...] = setting((), _ice_servers, "dashboard",
+                                            help="STUN/TURN servers for the Live page's WebRTC (JSON list)")
     # the dashboard's clip store behind ?clip= links
     clips_dir: Path | None = setting(None, _path, "dashboard", help="clip store; unset: ~/.cache/audio-cnn/clips")
     clips_mb: float = setting(256.0, POSITIVE, "dashboard", help="clip store size cap, oldest evicted first")
@@ -213,6 +247,8 @@ def describe() -> list[dict[str, Any]]:
 def _to_text(value: Any) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
+    if isinstance(value, tuple) and all(isinstance(v, dict) for v in value):
+        return json.dumps(list(value))
     if isinstance(value, tuple):
         return ",".join(value)
     return str(value)

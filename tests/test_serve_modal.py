@@ -182,7 +182,7 @@ def test_a_setting_added_with_the_serve_scope_is_forwarded_without_touching_serv
 
 def test_serving_requirements_come_from_requirements_txt_and_a_missing_file_fails_the_deploy(tmp_path, modal_env):
     names = [line.split("=")[0].split(">")[0] for line in modal_env.serving_requirements()]
-    assert names == ["torch", "numpy", "soundfile", "librosa", "scipy", "fastapi", "pydantic", "orjson", "tqdm"]
+    assert names == ["torch", "numpy", "soundfile", "librosa", "scipy", "soxr", "fastapi", "pydantic", "orjson", "tqdm"]
     assert "torch==2.13.0" in modal_env.serving_requirements()  # the pins come from requirements.txt
     with pytest.raises(modal_env.DeployError, match="requirements.txt is missing"):
         modal_env.serving_requirements(tmp_path / "requirements.txt", local=True)
@@ -502,6 +502,22 @@ def test_local_mode_refuses_a_run_without_a_checkpoint(runs):
                          env={**os.environ, "AUDIO_CNN_RUNS_DIR": str(runs)}, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 2 and "Run 'nope' has no best.pt" in out.stderr
+
+
+def test_the_deployed_app_serves_the_stream_websocket(modal_env, runs, monkeypatch):
+    import numpy as np
+
+    deploy(modal_env, runs, monkeypatch)
+    client = container(modal_env)
+    with client.websocket_connect("/stream") as ws:
+        ws.send_text(json.dumps({"type": "start", "format": "s16le", "sample_rate": 44100, "top_k": 2}))
+        ready = ws.receive_json()
+        assert ready["type"] == "ready" and ready["model"]["name"] == "AudioCNN (best)"
+        for _ in range(5):
+            ws.send_bytes(np.zeros(44100, "<i2").tobytes())
+        window = ws.receive_json()
+    assert window["type"] == "window" and (window["start"], window["end"]) == (0.0, 5.0)
+    assert len(window["predictions"]) == 2
 
 
 # -- calling a Modal endpoint: proxy-auth tokens, and what is (not) retried ------------------------

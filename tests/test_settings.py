@@ -85,3 +85,21 @@ def test_every_setting_is_documented_with_a_scope():
     rows = describe()
     assert len({r["key"] for r in rows}) == len(rows)
     assert all(r["help"] and r["scopes"] for r in rows)
+
+
+def test_ice_servers_take_json_or_stun_and_turn_urls():
+    turn = '[{"urls": ["turn:turn.example.com:3478"], "username": "u", "credential": "p"}]'
+    assert Settings.from_sources({"AUDIO_CNN_ICE_SERVERS": turn}).ice_servers == (
+        {"urls": ["turn:turn.example.com:3478"], "username": "u", "credential": "p"},)
+    assert Settings.from_sources({"AUDIO_CNN_ICE_SERVERS": "stun:a:3478, stun:b:3478"}).ice_servers == (
+        {"urls": ["stun:a:3478", "stun:b:3478"]},)
+    assert Settings().ice_servers == ()   # localhost needs none
+    for bad in ("http://a", '[{"url": "stun:a"}]', "[not json"):
+        with pytest.raises(SettingsError, match="^AUDIO_CNN_ICE_SERVERS must be a JSON list like"):
+            Settings.from_sources({"AUDIO_CNN_ICE_SERVERS": bad})
+
+
+def test_stream_settings_reach_a_modal_container():
+    env = Settings.from_sources({"AUDIO_CNN_STREAM_HOP_S": "0.5", "AUDIO_CNN_STREAM_MAX_SPEED": "3"}).env_for("serve")
+    rebuilt = Settings.from_env(env)
+    assert (rebuilt.stream_hop_s, rebuilt.stream_max_speed, rebuilt.stream_window_s) == (0.5, 3.0, 5.0)
