@@ -153,7 +153,9 @@ def test_every_serving_setting_reaches_the_container(tmp_path):
               "AUDIO_CNN_RUN": "best", "AUDIO_CNN_CHECKPOINT_ID": "abc", "AUDIO_CNN_GPU": "L4",
               "AUDIO_CNN_PROXY_AUTH": "0", "AUDIO_CNN_TOKEN_SECRET": "s", "AUDIO_CNN_SCALEDOWN_S": "9",
               "AUDIO_CNN_MIN_CONTAINERS": "1", "AUDIO_CNN_MAX_CONTAINERS": "3", "AUDIO_CNN_VOLUME": "v",
-              "AUDIO_CNN_ALLOW_UNTRAINED": "1", "AUDIO_CNN_MAX_DECODES": "2", "AUDIO_CNN_MAX_DECODE_SAMPLES": "1000000"}
+              "AUDIO_CNN_ALLOW_UNTRAINED": "1", "AUDIO_CNN_MAX_DECODES": "2", "AUDIO_CNN_MAX_DECODE_SAMPLES": "1000000",
+              "AUDIO_CNN_STREAM_WINDOW_S": "4", "AUDIO_CNN_STREAM_HOP_S": "0.5", "AUDIO_CNN_STREAM_MAX_SPEED": "3",
+              "AUDIO_CNN_STREAM_IDLE_S": "20", "AUDIO_CNN_STREAM_MAX_STREAMS": "8"}
     scoped = {row["key"] for row in describe() if {"serve", "deploy"} & set(row["scopes"])}
     assert scoped == set(values), "a new serving setting: give it a value here"
     env = recorded(tmp_path, "serve_modal", AUDIO_CNN_TOKEN="secret!", **values)["container_env"]
@@ -182,7 +184,7 @@ def test_a_setting_added_with_the_serve_scope_is_forwarded_without_touching_serv
 
 def test_serving_requirements_come_from_requirements_txt_and_a_missing_file_fails_the_deploy(tmp_path, modal_env):
     names = [line.split("=")[0].split(">")[0] for line in modal_env.serving_requirements()]
-    assert names == ["torch", "numpy", "soundfile", "librosa", "scipy", "soxr", "fastapi", "pydantic", "orjson", "tqdm"]
+    assert names == ["torch", "numpy", "soundfile", "librosa", "soxr", "scipy", "fastapi", "pydantic", "orjson", "tqdm"]
     assert "torch==2.13.0" in modal_env.serving_requirements()  # the pins come from requirements.txt
     with pytest.raises(modal_env.DeployError, match="requirements.txt is missing"):
         modal_env.serving_requirements(tmp_path / "requirements.txt", local=True)
