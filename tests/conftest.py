@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -20,9 +21,21 @@ from audio_factory import wav_bytes  # noqa: E402
 
 
 def free_port() -> int:
+    """A port free right now. Between this and the server's bind another process may take it:
+    `start_process` then sees the server exit and says so; nothing here runs tests in parallel."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def process_output(proc: subprocess.Popen) -> str:
+    """What a process started by `start_process` has printed so far (its log file, not a pipe)."""
+    log = getattr(proc, "log", None)
+    if log is None:
+        return ""
+    log.flush()
+    log.seek(0)
+    return log.read().decode(errors="replace")
 
 
 def wait_for_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 120.0) -> None:
@@ -31,7 +44,7 @@ def wait_for_http(url: str, proc: subprocess.Popen | None = None, timeout: float
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            out = process_output(proc)
             raise RuntimeError(f"server exited with {proc.returncode}:\n{out[-3000:]}")
         try:
             with opener.open(url, timeout=2) as r:
@@ -44,8 +57,14 @@ def wait_for_http(url: str, proc: subprocess.Popen | None = None, timeout: float
 
 
 def start_process(args: list[str], health_url: str, env: dict | None = None) -> subprocess.Popen:
-    proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    """Start a server and wait until `health_url` answers.
+
+    Its output goes to a temporary file, never a pipe: nobody reads a pipe while a test runs, and
+    a server that logs every request would block once the pipe's 64 KB buffer filled.
+    """
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
+    proc.log = log
     try:
         wait_for_http(health_url, proc)
     except BaseException:
@@ -61,6 +80,8 @@ def stop_process(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+    if getattr(proc, "log", None) is not None:
+        proc.log.close()
 
 
 @pytest.fixture(scope="session")

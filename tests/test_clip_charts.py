@@ -82,7 +82,7 @@ def test_mel_band_edges_tile_the_axis_around_each_centre():
 def test_pool_columns_averages_groups_and_passes_short_maps_through():
     x = np.arange(12, dtype=np.float32).reshape(2, 6)
     same, g = clip_charts.pool_columns(x, 10)
-    assert g == 1 and same is x or np.array_equal(same, x)
+    assert g == 1 and np.array_equal(same, x)
     pooled, g = clip_charts.pool_columns(x, 3)
     assert g == 2
     assert pooled.tolist() == [[0.5, 2.5, 4.5], [6.5, 8.5, 10.5]]

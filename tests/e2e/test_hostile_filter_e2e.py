@@ -76,7 +76,7 @@ def test_the_catastrophic_filter_answers_and_health_keeps_answering(new_page, ap
     try:
         page = open_with_filter(new_page, app, CATASTROPHIC)
         expect(page.get_by_text("No run matches the filter.")).to_be_visible()
-        assert page.locator(".st-key-filter input").input_value() == CATASTROPHIC
+        expect(page.locator(".st-key-filter input")).to_have_value(CATASTROPHIC)  # waits for the render
         other = new_page()  # another session on the same process is served as usual
         other.goto(f"{app}/training_runs")
         expect(other.locator(CHARTS).first).to_be_visible()  # its script ran to the charts
