@@ -102,10 +102,14 @@ def test_the_server_still_answers_after_the_load(server):
 
 MB = 1024 * 1024
 # Bounds on the peak RSS above the warmed-up server (measured on CPU, torch 2.13: about
-# +420 MB sequentially, +870 MB for four at once; the model and libraries are ~600 MB).
+# +215 MB sequentially, +870 MB for four at once; the model and libraries are ~600 MB).
 SEQUENTIAL_BOUND_MB = 600   # one 30 s clip or one 20 MB body at a time, full feature maps
 CONCURRENT_BOUND_MB = 1300  # two 30 s clips and two 20 MB bodies at once
-ROUND_GROWTH_MB = 64        # RSS after round 4 vs after round 2 (4 heavy requests): no leak
+# The server pins glibc's mmap threshold (core.server.pin_mmap_threshold), so every large
+# buffer goes back to the OS when freed and RSS returns to its plateau after each round
+# (measured: within 20 MB over six rounds). Without the pin it flipped between levels
+# ~100-300 MB apart, which is what made this test depend on what ran before.
+PLATEAU_BAND_MB = 40        # max - min RSS after rounds 2..5: a leak of 14 MB per round fails
 OVER_LIMIT_GROWTH_MB = 40   # a 200 MB streamed body: the server holds at most its 20 MB limit
 
 
@@ -180,16 +184,17 @@ def test_over_limit_bodies_are_refused_before_they_are_decoded_or_held(memory_se
 def test_30s_clips_and_limit_bodies_keep_rss_bounded_and_flat(memory_server, heavy):
     url, pid, baseline = memory_server
     after_round = []
-    for _ in range(4):
+    for _ in range(5):
         for name, body in heavy.items():
             r = post(url, body)
             assert r.status_code == 200, f"{name}: {r.text[:200]}"
         after_round.append(memory(pid))
     peak = after_round[-1]["VmHWM"] - baseline["VmHWM"]
     assert peak < SEQUENTIAL_BOUND_MB, f"peak RSS grew by {peak:.0f} MB"
-    # Round 1 grows the allocator's pools to their working size; after that, RSS stays put.
-    growth = after_round[3]["VmRSS"] - after_round[1]["VmRSS"]
-    assert growth < ROUND_GROWTH_MB, f"RSS grew by {growth:.0f} MB from round 2 to round 4"
+    # Round 1 warms up (lazy imports, thread pools, torch's kernels); after it, RSS is a plateau.
+    plateau = [m["VmRSS"] for m in after_round[1:]]
+    band = max(plateau) - min(plateau)
+    assert band < PLATEAU_BAND_MB, f"RSS after rounds 2-5 spans {band:.0f} MB: {[round(v) for v in plateau]}"
 
 
 def test_concurrent_30s_clips_and_limit_bodies_stay_bounded(memory_server, heavy):
