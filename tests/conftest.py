@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -36,6 +37,51 @@ def process_output(proc: subprocess.Popen) -> str:
     log.flush()
     log.seek(0)
     return log.read().decode(errors="replace")
+
+
+def send_chunked_until_answered(url: str, path: str, chunks, headers: dict[str, str]) -> tuple[int, bytes, int]:
+    """POST `chunks` with chunked transfer encoding over a raw socket, stopping as soon as the
+    server answers. Returns (status, response bytes read, body bytes sent before the answer).
+
+    A refusal proves itself: the status is read from the socket, and the byte count shows the
+    server answered before the whole body was sent (requests cannot tell a 413 from a reset).
+    """
+    import select
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    head = "".join(f"{k}: {v}\r\n" for k, v in {"Host": parts.netloc, "Transfer-Encoding": "chunked", **headers}.items())
+    sent, answer = 0, b""
+    with socket.create_connection((parts.hostname, parts.port), timeout=60) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\n{head}\r\n".encode())
+        for chunk in chunks:
+            if select.select([sock], [], [], 0)[0]:
+                break  # the server has answered: stop sending
+            try:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += len(chunk)
+        else:
+            with contextlib.suppress(OSError):
+                sock.sendall(b"0\r\n\r\n")
+        with contextlib.suppress(ConnectionResetError):
+            while not _complete(answer) and (data := sock.recv(65536)):
+                answer += data
+    assert answer.startswith(b"HTTP/1.1 "), f"no HTTP answer, read {answer[:200]!r} after sending {sent} bytes"
+    return int(answer.split()[1]), answer, sent
+
+
+def _complete(answer: bytes) -> bool:
+    """An HTTP response's headers and Content-Length bytes of body have arrived."""
+    head, sep, body = answer.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return False
 
 
 def wait_for_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 120.0) -> None:
