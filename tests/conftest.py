@@ -20,6 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from audio_factory import wav_bytes  # noqa: E402
 
+# The default model's size, stated once: tests/test_model.py counts it from the layers;
+# everything else that shows the count (API, pages, browser) compares against this.
+DEFAULT_MODEL_PARAMS = 21_304_050
+
 
 def free_port() -> int:
     """A port free right now. Between this and the server's bind another process may take it:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from audio_factory import tone, wav_bytes
+from conftest import DEFAULT_MODEL_PARAMS
 
 from core.checkpoint import resolve_checkpoint, save_checkpoint
 from core.features import FeatureConfig
@@ -163,7 +164,7 @@ def test_no_checkpoint_means_an_untrained_model(tmp_path):
 
 def test_architecture_reports_every_layer_and_the_total(untrained_predictor):
     arch = untrained_predictor.architecture()
-    assert arch["total_params"] == 21_304_050
+    assert arch["total_params"] == DEFAULT_MODEL_PARAMS
     assert arch["input_shape"] == [1, 128, 431]
     assert arch["layers"][0]["name"] == "layer1"
     assert arch["model"]["trained"] is False

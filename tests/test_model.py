@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import DEFAULT_MODEL_PARAMS
 from torch.utils.flop_counter import FlopCounterMode
 
 from core.model import AudioCNN, ModelConfig, count_parameters, describe_layers, display_name
@@ -15,7 +16,7 @@ def model():
 
 
 def test_default_model_has_21_3_million_parameters(model):
-    assert count_parameters(model) == 21_304_050
+    assert count_parameters(model) == DEFAULT_MODEL_PARAMS
 
 
 def test_a_5s_clip_costs_7_95_gflop(model):

@@ -13,7 +13,7 @@ import json
 import pytest
 import streamlit as st
 from audio_factory import wav_bytes
-from conftest import ROOT
+from conftest import DEFAULT_MODEL_PARAMS, ROOT
 from streamlit.testing.v1 import AppTest
 
 from core.client import LocalBackend
@@ -207,7 +207,7 @@ def test_architecture_page_has_the_3d_view_the_table_and_the_total(app):
     deck = json.loads(at.get("deck_gl_json_chart")[0].proto.json)
     assert deck["views"][0]["@@type"] == "OrbitView"
     assert deck["layers"][0]["@@type"] == "PolygonLayer"
-    assert at.metric[0].value == "21,304,050"
+    assert at.metric[0].value == f"{DEFAULT_MODEL_PARAMS:,}"
     table = at.dataframe[0].value
     assert list(table["layer"]) == ["layer1", "layer2", "layer3", "layer4", "layer5", "pool", "dropout", "fc"]
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import requests
 from audio_factory import encode, tone, wav_bytes
-from conftest import send_chunked_until_answered
+from conftest import DEFAULT_MODEL_PARAMS, send_chunked_until_answered
 
 from core.schema import decode_array
 
@@ -253,7 +253,7 @@ def test_health_needs_no_token_and_reports_model_and_limits(server):
 def test_model_lists_every_layer(server):
     url, session = server
     body = session.get(f"{url}/model").json()
-    assert body["total_params"] == 21_304_050
+    assert body["total_params"] == DEFAULT_MODEL_PARAMS
     names = [layer["name"] for layer in body["layers"]]
     assert "layer4.block-5.conv2" in names and names[-1] == "fc"
     assert all({"output_shape", "params", "type", "depth"} <= set(layer) for layer in body["layers"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from audio_factory import encode
+from conftest import DEFAULT_MODEL_PARAMS
 
 from core.network_charts import STAGE_COLOURS
 
@@ -127,7 +128,7 @@ def test_architecture_page_draws_the_3d_network_and_its_table(new_page, app_url)
     # A failed WebGL context leaves a blank canvas and no error: check that blocks were drawn.
     wait_until(page, lambda: non_background_share(page.locator(DECK).screenshot()) > 0.02,
                "the 3-D blocks to be drawn (pixels in the deck canvas)")
-    _expect()(page.get_by_text("21,304,050")).to_be_visible()
+    _expect()(page.get_by_text(f"{DEFAULT_MODEL_PARAMS:,}")).to_be_visible()
     _expect()(page.locator("[data-testid=stDataFrame]")).to_be_visible()
     assert_no_exception(page)
     screenshot(page, "architecture")
