@@ -19,5 +19,7 @@ def describe() -> str:
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{platform.node()}: {os.cpu_count()} cores ({cpu}), torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads, {gpu}")
+    # The kernels torch picks (AVX2 or AVX-512 here) change both speed and round-off.
+    capability = torch.backends.cpu.get_cpu_capability()
+    return (f"{platform.node()}: {os.cpu_count()} cores ({cpu}, torch CPU capability {capability}), "
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads, {gpu}")

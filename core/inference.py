@@ -142,17 +142,19 @@ class Predictor:
             self.info = ModelInfo(**{**self.info.__dict__, "device": str(self.device)})
         return self
 
-    def enable_batching(self, max_batch: int = 16, max_wait_ms: float = 5.0) -> MicroBatcher:
+    def enable_batching(self, max_batch: int = 16, max_wait_ms: float = 5.0,
+                        timeout_s: float | None = None) -> MicroBatcher:
         """Gather concurrent forwards into batches of up to `max_batch` 5 s clips.
 
         `max_batch` bounds both the clips in a pass and its input frames (as
         many as `max_batch` 5 s clips hold), so long clips batch fewer at a
-        time. Idempotent: a second call keeps the running batcher.
+        time; a caller waits at most `timeout_s` (core.microbatcher.ForwardTimeout).
+        Idempotent: a second call keeps the running batcher.
         """
         if self.batcher is None:
             frames_5s = self.feature_config.frames(int(WINDOW_SECONDS * SAMPLE_RATE))
-            self.batcher = MicroBatcher(self._locked_forward, max_items=max_batch,
-                                        max_wait_ms=max_wait_ms, max_cost=max_batch * frames_5s)
+            self.batcher = MicroBatcher(self._locked_forward, max_items=max_batch, max_wait_ms=max_wait_ms,
+                                        max_cost=max_batch * frames_5s, timeout_s=timeout_s)
         return self.batcher
 
     # -- analysis -----------------------------------------------------------------

@@ -17,6 +17,10 @@ The three bounds:
   batch runs, so a busy server hardly waits at all.
 - size: a batch holds at most `max_items` clips and at most `max_cost` input
   frames in all, so a burst of 30 s clips cannot multiply peak memory.
+- time: a caller waits at most `timeout_s` for its result; a wedged or
+  overloaded forward then raises `ForwardTimeout` (the server's 503) instead
+  of hanging the request, and a request nobody waits for any more is dropped
+  before its pass runs.
 - shape: only inputs of equal shape (and the same `capture` flag) share a
   pass. Padding shorter clips would change their results: global average
   pooling would average over the padding too.
@@ -39,6 +43,13 @@ import torch
 
 # (x (n, ...), capture) -> logits (n, classes), {name: (n, ...)} (empty without capture)
 ForwardFn = Callable[[torch.Tensor, bool], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
+
+
+class ForwardTimeout(TimeoutError):
+    """No forward pass answered within the batcher's timeout."""
+
+    code = "model_busy"
+    status = 503
 
 
 @dataclass
@@ -82,7 +93,9 @@ class MicroBatcher:
     """
 
     def __init__(self, forward: ForwardFn, max_items: int = 16, max_wait_ms: float = 5.0,
-                 max_cost: int | None = None):
+                 max_cost: int | None = None, timeout_s: float | None = None):
+        if timeout_s is not None and timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         if max_items < 1:
             raise ValueError(f"max_items must be >= 1, got {max_items}")
         if max_wait_ms < 0:
@@ -91,6 +104,7 @@ class MicroBatcher:
         self.max_items = max_items
         self.max_wait = max_wait_ms / 1000.0
         self.max_cost = max_cost
+        self.timeout = timeout_s
         self.stats = BatchStats()
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._carry: _Request | None = None  # a request that did not fit the previous batch
@@ -103,14 +117,19 @@ class MicroBatcher:
 
         Returns this caller's rows only: logits (n, classes) and, with
         `capture`, each captured map's (n, ...) rows. Raises what the forward
-        raised for this input.
+        raised for this input, or ForwardTimeout after `timeout_s`.
         """
         if self._closed:
             raise RuntimeError("MicroBatcher is closed")
         request = _Request(x, capture)
         self._ensure_worker()
         self._queue.put(request)
-        return request.future.result()
+        try:
+            return request.future.result(timeout=self.timeout)
+        except TimeoutError:  # concurrent.futures.TimeoutError is TimeoutError since Python 3.11
+            request.future.cancel()  # still queued: the worker skips it
+            raise ForwardTimeout(f"The model did not answer within {self.timeout:g} s: it is busy or stuck. "
+                                 "Try again shortly.") from None
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the worker after the batches already queued; later submits raise."""
@@ -135,7 +154,9 @@ class MicroBatcher:
                 batch = self._gather()
                 if batch is None:
                     return
-                for group in _group_by_key(batch):
+                # A caller that timed out cancelled its request: it needs no pass any more.
+                live = [r for r in batch if r.future.set_running_or_notify_cancel()]
+                for group in _group_by_key(live):
                     self._answer(group)
 
     def _gather(self) -> list[_Request] | None:

@@ -11,7 +11,8 @@ Used as is locally (`python -m core.server`) and on Modal (`serve_modal.py`).
 
 Errors are always `{"error": {"code", "message"}}`: 400 bad audio or base64,
 401 token, 413 too large, 422 schema or a JSON body nested too deep / with too
-many values (core.json_limits), 503 every decode slot busy; a 500 only ever
+many values (core.json_limits), 503 every decode slot busy or the model not
+answering within AUDIO_CNN_FORWARD_TIMEOUT_S (model_busy); a 500 only ever
 means a bug here.
 """
 
@@ -36,6 +37,7 @@ from core.audio import DECODE_SLOTS, AudioError
 from core.checkpoint import CheckpointError
 from core.inference import OptionError, Predictor
 from core.json_limits import JsonShapeProblem, json_shape_problem
+from core.microbatcher import ForwardTimeout
 from core.schema import (
     API_VERSION,
     BadBase64Error,
@@ -167,7 +169,7 @@ def create_app(predictor: Predictor, token: str | None = None, settings: Setting
     pin_mmap_threshold()
     DECODE_SLOTS.configure(settings.max_decodes)  # process-wide: one bound for every decode here
     if settings.batch_max > 1:
-        predictor.enable_batching(settings.batch_max, settings.batch_wait_ms)
+        predictor.enable_batching(settings.batch_max, settings.batch_wait_ms, settings.forward_timeout_s)
     app = FastAPI(
         title="audio-cnn",
         version=API_VERSION,
@@ -197,6 +199,10 @@ def create_app(predictor: Predictor, token: str | None = None, settings: Setting
     @app.exception_handler(AudioError)
     async def _audio_error(_request, err: AudioError):
         return error_response(err.status, err.code, str(err))
+
+    @app.exception_handler(ForwardTimeout)
+    async def _forward_timeout(_request, err: ForwardTimeout):
+        return error_response(err.status, err.code, str(err), {"Retry-After": "5"})
 
     @app.exception_handler(BadBase64Error)
     async def _base64_error(_request, err: BadBase64Error):

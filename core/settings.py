@@ -142,6 +142,9 @@ class Settings:
                              help="server micro-batching: clips per forward; 1 turns it off")
     batch_wait_ms: float = setting(5.0, _number(float, 0, 1000), "serve",
                                    help="how long a batch waits for company after its first clip")
+    forward_timeout_s: float = setting(120.0, _number(float, 0.001, 3600), "serve",
+                                       help="how long a request waits for its forward pass before a 503 "
+                                            "(model_busy) instead of hanging")
     # live streams (/stream, the Live page): analysis windows and what a stream may cost
     stream_window_s: float = setting(5.0, _number(float, 0.5, 30), "serve", "dashboard",
                                      help="seconds of audio per live analysis window")

@@ -67,9 +67,15 @@ class TooManyStreamsError(StreamError):
     code, close_code = "too_many_streams", 4503
 
 
+class ModelBusyStreamError(StreamError):
+    """The model did not answer a window in time (core.microbatcher.ForwardTimeout)."""
+
+    code, close_code = "model_busy", 4504
+
+
 ERRORS_BY_CLOSE_CODE = {cls.close_code: cls for cls in (
     BadFrameError, UnauthorizedStreamError, IdleStreamError, ChunkTooLargeError, BadStartError,
-    TooFastError, TooManyStreamsError)}
+    TooFastError, TooManyStreamsError, ModelBusyStreamError)}
 
 
 # -- the start message -----------------------------------------------------------------------------

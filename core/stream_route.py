@@ -14,6 +14,7 @@ What a stream may cost, and what it gets when it asks for more:
     speed       at most one window up front plus `stream_max_speed` x real time   -> 4429
     idle        a message at least every `stream_idle_s`                          -> 4408
     streams     at most `stream_max_streams` at once per process                  -> 4503
+    model       a window's forward pass answers within `forward_timeout_s`          -> 4504
     memory      one window ring buffer (5 s: 882 KB) and one message per stream
 
 Each refusal sends `{"type": "error", "code", "message"}` and then closes
@@ -36,11 +37,13 @@ from fastapi import FastAPI, WebSocket
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketState
 
+from core.microbatcher import ForwardTimeout
 from core.schema import model_info_to_wire
 from core.settings import Settings
 from core.stream_protocol import (
     BadFrameError,
     IdleStreamError,
+    ModelBusyStreamError,
     StreamError,
     TooFastError,
     TooManyStreamsError,
@@ -95,6 +98,8 @@ def add_stream_route(app: FastAPI, predictor: Any, settings: Settings,
             open_streams += 1
             try:
                 await _serve(websocket, predictor, settings)
+            except ForwardTimeout as err:
+                raise ModelBusyStreamError(str(err)) from None
             finally:
                 open_streams -= 1
         except StreamError as err:

@@ -16,7 +16,7 @@ import torch
 from audio_factory import tone
 
 from core.inference import Predictor
-from core.microbatcher import MicroBatcher
+from core.microbatcher import ForwardTimeout, MicroBatcher
 from core.server import create_app
 from core.settings import Settings, SettingsError
 
@@ -256,3 +256,26 @@ def test_bad_batching_settings_name_their_key(key, value):
 def test_batching_settings_are_read_from_the_environment():
     s = Settings.from_env({"AUDIO_CNN_BATCH_MAX": "32", "AUDIO_CNN_BATCH_WAIT_MS": "0"})
     assert (s.batch_max, s.batch_wait_ms) == (32, 0.0)
+
+
+def test_a_caller_gets_forward_timeout_and_its_queued_request_never_runs():
+    entered, release, ran = threading.Event(), threading.Event(), []
+
+    def wedged(x, capture):
+        ran.append(x.shape[0])
+        entered.set()
+        release.wait(30)  # the first pass hangs until the test lets it go
+        return x.sum(dim=(1, 2, 3)).unsqueeze(1), {}
+
+    batcher = MicroBatcher(wedged, max_items=1, max_wait_ms=0, timeout_s=0.2)
+    first = threading.Thread(target=lambda: pytest.raises(ForwardTimeout, batcher.submit, torch.ones(1, 1, 2, 2)))
+    first.start()
+    assert entered.wait(30)  # the worker is inside the wedged pass
+    with pytest.raises(ForwardTimeout, match="did not answer within 0.2 s"):
+        batcher.submit(torch.ones(2, 1, 2, 2))  # queued behind the wedged pass
+    release.set()
+    first.join(30)
+    logits, _ = batcher.submit(torch.ones(3, 1, 2, 2))  # the batcher still works
+    assert logits.shape == (3, 1)
+    assert ran == [1, 3]  # the timed-out request (2 clips) was dropped, never run
+    batcher.close()

@@ -155,7 +155,7 @@ def test_every_serving_setting_reaches_the_container(tmp_path):
               "AUDIO_CNN_MIN_CONTAINERS": "1", "AUDIO_CNN_MAX_CONTAINERS": "3", "AUDIO_CNN_VOLUME": "v",
               "AUDIO_CNN_ALLOW_UNTRAINED": "1", "AUDIO_CNN_MAX_DECODES": "2", "AUDIO_CNN_MAX_DECODE_SAMPLES": "1000000",
               "AUDIO_CNN_STREAM_WINDOW_S": "4", "AUDIO_CNN_STREAM_HOP_S": "0.5", "AUDIO_CNN_STREAM_MAX_SPEED": "3",
-              "AUDIO_CNN_STREAM_IDLE_S": "20", "AUDIO_CNN_STREAM_MAX_STREAMS": "8"}
+              "AUDIO_CNN_STREAM_IDLE_S": "20", "AUDIO_CNN_STREAM_MAX_STREAMS": "8", "AUDIO_CNN_FORWARD_TIMEOUT_S": "30"}
     scoped = {row["key"] for row in describe() if {"serve", "deploy"} & set(row["scopes"])}
     assert scoped == set(values), "a new serving setting: give it a value here"
     env = recorded(tmp_path, "serve_modal", AUDIO_CNN_TOKEN="secret!", **values)["container_env"]

@@ -8,6 +8,7 @@ several streams share forward passes; memory stays flat over a long stream.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import sys
@@ -334,3 +335,36 @@ def _drain_and_measure(ws, pid: int) -> float:
     except TimeoutError:
         pass
     return rss_mb(pid)
+
+
+# -- a model that does not answer in time ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def impatient_server(tmp_path_factory):
+    # Each batch waits 50 ms for company before its forward pass, so a 10 ms forward timeout
+    # always expires first: every request meets a model that "does not answer".
+    url, proc = serve(tmp_path_factory, forward_timeout_s="0.01", batch_wait_ms="50")
+    yield url
+    stop_process(proc)
+
+
+def test_a_forward_that_does_not_answer_in_time_is_a_503_not_a_hung_request(impatient_server):
+    r = requests.post(f"{impatient_server}/evaluate", headers=AUTH, timeout=120,
+                      json={"audio_data": base64.b64encode(wav_bytes(1.0)).decode()})
+    assert r.status_code == 503 and r.headers["Retry-After"] == "5"
+    assert r.json()["error"]["code"] == "model_busy" and "did not answer within 0.01 s" in r.json()["error"]["message"]
+    assert requests.get(f"{impatient_server}/health", timeout=30).json()["status"] == "ok"
+
+
+def test_a_stream_whose_window_gets_no_forward_in_time_is_closed_4504(impatient_server):
+    pcm, rate, channels = pcm_of(wav_bytes(6.0, 48000, channels=2))
+    with open_ws(impatient_server) as ws:
+        assert start(ws)["type"] == "ready"
+        step = rate // 10 * 2 * channels
+        with contextlib.suppress(ConnectionClosed):  # the server may close while we still send
+            for pos in range(0, len(pcm), step):
+                ws.send(pcm[pos : pos + step])
+                time.sleep(0.1)
+        message, code = refusal(ws)
+    assert code == 4504 and message["code"] == "model_busy"
