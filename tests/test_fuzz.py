@@ -9,7 +9,9 @@ Three layers, cheapest first:
 - `POST /evaluate` on a real server (`live_server`): random JSON, and
   well-formed requests carrying mutated audio with random options.
 - schemathesis, driven by the app's own OpenAPI schema, on every operation
-  (positive and negative cases).
+  (positive and negative cases), validating each response: status code,
+  content type, headers and body against the schema (it found that a 405
+  lacked its Allow header).
 
 Each layer ends by checking that the server still answers a good request.
 Example counts are modest so the suite stays fast on two shared cores;
@@ -29,7 +31,7 @@ import schemathesis
 from audio_factory import encode, tone, wav_bytes
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import positive_data_acceptance
 
 from core.audio import AudioError, DecodedAudio, decode_audio
 
@@ -191,11 +193,14 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-def test_the_openapi_schema_fuzzed_never_gets_a_500(case, live_server):
+def test_every_fuzzed_request_gets_an_answer_that_conforms_to_the_openapi_schema(case, live_server):
     url, token = live_server
     headers = {"Authorization": f"Bearer {token}"} if case.operation.path != "/health" else {}
     response = case.call(base_url=url, headers=headers, timeout=60)
-    case.validate_response(response, checks=[not_a_server_error])
+    # Every check (status codes, content types, headers, response bodies against the schema) but
+    # one: "schema-valid data is accepted" cannot hold for /evaluate, whose audio_data is any
+    # base64 string to the schema, while random bytes are not audio (a documented 400).
+    case.validate_response(response, excluded_checks=[positive_data_acceptance])
     if response.status_code >= 400:
         body = json.loads(response.content)
         assert set(body["error"]) == {"code", "message"}

@@ -222,6 +222,7 @@ def test_unknown_route_and_method_are_json_errors(server):
     assert session.get(f"{url}/nope").json()["error"]["code"] == "http_404"
     r = session.get(f"{url}/evaluate")
     assert r.status_code == 405 and r.json()["error"]["code"] == "http_405"
+    assert r.headers["Allow"] == "POST"  # RFC 9110: a 405 names the methods that work
 
 
 # -- auth, other routes, CORS ---------------------------------------------------------------
