@@ -106,14 +106,14 @@ def wait_for_http(url: str, proc: subprocess.Popen | None = None, timeout: float
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
-def start_process(args: list[str], health_url: str, env: dict | None = None) -> subprocess.Popen:
+def start_process(args: list[str], health_url: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess.Popen:
     """Start a server and wait until `health_url` answers.
 
     Its output goes to a temporary file, never a pipe: nobody reads a pipe while a test runs, and
     a server that logs every request would block once the pipe's 64 KB buffer filled.
     """
     log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(args, cwd=cwd, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
     proc.log = log
     try:
         wait_for_http(health_url, proc)
