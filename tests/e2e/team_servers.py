@@ -52,8 +52,8 @@ def start_team_dashboard(tmp: Path, port: int | None = None, secrets: str = "", 
     secrets_file = tmp / "secrets" / "secrets.toml"
     secrets_file.parent.mkdir(parents=True, exist_ok=True)
     secrets_file.write_text(secrets)
-    process_env = {**container, **env, "AUDIO_CNN_CHECKPOINT": "", "AUDIO_CNN_ENDPOINT": "",
-                   "MODAL_TOKEN_ID": "", "MODAL_TOKEN_SECRET": "", "MODAL_CONFIG_PATH": str(tmp / "none.toml")}
+    process_env = {"AUDIO_CNN_CHECKPOINT": "", "AUDIO_CNN_ENDPOINT": "", "MODAL_TOKEN_ID": "",
+                   "MODAL_TOKEN_SECRET": "", "MODAL_CONFIG_PATH": str(tmp / "none.toml"), **container, **env}
     command = dashboard_command(port, host="127.0.0.1", secrets_file=secrets_file)
     proc = start_process(command, f"http://127.0.0.1:{port}/_stcore/health", process_env)
     return f"http://127.0.0.1:{port}", proc
