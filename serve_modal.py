@@ -1,5 +1,6 @@
-"""Serve the audio-cnn API on a Modal GPU, classify folders on Modal, or serve locally.
+"""Serve the audio-cnn API on a Modal GPU and the team dashboard beside it, classify folders, or serve locally.
 
+    AUDIO_CNN_DASHBOARD_SECRET=audio-cnn-dashboard modal deploy serve_modal.py   # endpoint + dashboard URLs
     modal deploy serve_modal.py                      # pins the best finished run; prints the URL
     AUDIO_CNN_RUN=baseline modal deploy serve_modal.py   # pins that run (a CV folder: its best fold)
     modal serve serve_modal.py                       # a temporary dev URL, reloads on save
@@ -49,6 +50,13 @@ Deploy-time settings (environment variables where you run `modal deploy`;
 
 Every setting with the "serve" scope (limits, CORS, micro-batching, ...) is
 forwarded into the containers from core.settings (CONTAINER_ENV).
+
+The team dashboard (`dashboard`, core/team_dashboard.py): Home.py in one
+container (`max_containers=1`, many concurrent sessions), the runs Volume
+mounted and reloaded every few seconds, the clip store on its own Volume,
+calling the endpoint above over HTTP. Its login lives in a Modal Secret
+(AUDIO_CNN_DASHBOARD_SECRET) that holds a secrets.toml with Streamlit's
+[auth]; without one the deploy is refused unless AUDIO_CNN_DASHBOARD_PUBLIC=1.
 """
 
 from __future__ import annotations
