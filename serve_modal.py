@@ -362,19 +362,25 @@ def dashboard() -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     secrets_file = team_dashboard.prepare(os.environ, Path("/root/dashboard-secrets/secrets.toml"))
-    env = team_dashboard.process_env(os.environ, _web_url(Server().web), _web_url(dashboard))
+    endpoint = _web_url(lambda: Server().web, lambda: modal.Cls.from_name(APP_NAME, "Server")().web)
+    env = team_dashboard.process_env(os.environ, endpoint, _web_url(lambda: dashboard))
     subprocess.Popen(team_dashboard.dashboard_command(secrets_file=secrets_file), cwd=team_dashboard.APP_DIR,
                      env=env)
     team_dashboard.VolumeTicker(runs_volume.reload, clips_volume.commit, Path(team_dashboard.CLIPS_MOUNT)).start()
 
 
-def _web_url(function) -> str | None:
-    """A web function's public URL, from inside the app's container (None, logged, if Modal cannot say)."""
-    try:
-        return function.get_web_url()
-    except Exception as err:  # the dashboard then needs AUDIO_CNN_ENDPOINT / AUDIO_CNN_PUBLIC_URL set
-        log.warning("Could not look up a web URL: %s", err)
-        return None
+def _web_url(*lookups) -> str | None:
+    """A web function's public URL from inside the app's container: the first lookup that answers.
+
+    None (logged) if none does: the dashboard then needs AUDIO_CNN_ENDPOINT / AUDIO_CNN_PUBLIC_URL.
+    """
+    for lookup in lookups:
+        try:
+            if url := lookup().get_web_url():
+                return url
+        except Exception as err:
+            log.warning("Could not look up a web URL: %s", err)
+    return None
 
 
 @app.local_entrypoint()

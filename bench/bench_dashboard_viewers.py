@@ -15,13 +15,17 @@ Printed per N: the Streamlit process's resident memory once all N sessions
 are open, the memory each session added (RSS with the N open minus RSS just
 before they opened, over N; Python keeps freed memory, so a later round
 partly reuses an earlier one's), and the median and slowest time to a drawn
-page with its ratio to 1 session (the baseline, measured in the same run). The sessions'
+page with its ratio to 1 session (the baseline, measured in the same run),
+and the dashboard process's CPU seconds per session: the browsers share the
+machine's cores, so the times include their drawing; the CPU column is the
+server's own cost. The sessions'
 memory comes from Streamlit alone; Chromium's is not counted.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -58,6 +62,12 @@ def rss_mb(pid: int) -> float:
         except OSError:
             pass
     return total / 1024
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (from /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_servers(tmp: Path):
@@ -110,17 +120,19 @@ def main() -> None:
             time.sleep(2)
             idle = rss_mb(dashboard.pid)
             print(f"dashboard process, no session open: {idle:.0f} MB")
-            print(f"{'sessions':>8} {'RSS MB':>8} {'MB/session':>11} {'median s':>9} {'slowest s':>10} {'x 1 session':>12}")
+            print(f"{'sessions':>8} {'RSS MB':>8} {'MB/session':>11} {'CPU s/session':>14} {'median s':>9} "
+                  f"{'slowest s':>10} {'x 1 session':>12}")
             base = None
             for n in counts:
-                before = rss_mb(dashboard.pid)
+                before, cpu_before = rss_mb(dashboard.pid), cpu_s(dashboard.pid)
                 contexts, times = open_sessions(browser, f"{url}/{args.page}?clip={clip}", n)
                 time.sleep(2)  # let every session's script run settle
-                rss = rss_mb(dashboard.pid)
+                rss, cpu = rss_mb(dashboard.pid), (cpu_s(dashboard.pid) - cpu_before) / n
                 per = (rss - before) / n
                 median = statistics.median(times)
                 base = base or median
-                print(f"{n:>8} {rss:>8.0f} {per:>11.1f} {median:>9.2f} {max(times):>10.2f} {median / base:>12.2f}")
+                print(f"{n:>8} {rss:>8.0f} {per:>11.1f} {cpu:>14.2f} {median:>9.2f} {max(times):>10.2f} "
+                      f"{median / base:>12.2f}")
                 for c in contexts:
                     c.close()
                 time.sleep(3)  # sessions end when their websockets close
