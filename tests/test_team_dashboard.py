@@ -19,7 +19,15 @@ from test_serve_modal import RECORDER, modal_deploy, no_credentials_env, write_r
 
 from core.settings import Settings, describe
 from core.team_access import Allowlist, auth_problem
-from core.team_dashboard import SECRETS_ENV, DashboardConfigError, VolumeTicker, dashboard_env, prepare
+from core.team_dashboard import (
+    SECRETS_ENV,
+    DashboardConfigError,
+    VolumeTicker,
+    dashboard_command,
+    dashboard_env,
+    prepare,
+    process_env,
+)
 
 # The shared recorder, plus the two decorators that shape a web function.
 TEAM_RECORDER = RECORDER.replace(
@@ -146,6 +154,21 @@ def test_a_named_provider_section_counts_as_configured():
     named = {"auth": {"redirect_uri": "http://h/oauth2callback", "cookie_secret": "x" * 32,
                       "google": {"client_id": "i", "client_secret": "s", "server_metadata_url": "https://m"}}}
     assert auth_problem(named) is None
+
+
+def test_the_streamlit_process_gets_the_urls_found_at_start_unless_configured_and_not_the_raw_secrets():
+    env = process_env({SECRETS_ENV: AUTH, "AUDIO_CNN_RUNS_LIVE": "1"}, "https://gpu.modal.run", "https://dash.modal.run")
+    assert env == {"AUDIO_CNN_RUNS_LIVE": "1", "AUDIO_CNN_ENDPOINT": "https://gpu.modal.run",
+                   "AUDIO_CNN_PUBLIC_URL": "https://dash.modal.run"}
+    configured = {"AUDIO_CNN_ENDPOINT": "https://mine.example", "AUDIO_CNN_PUBLIC_URL": "https://dash.example"}
+    assert process_env(configured, "https://gpu.modal.run", "https://dash.modal.run") == configured
+
+
+def test_the_container_command_keeps_xsrf_protection_and_reads_the_secrets_file(tmp_path):
+    command = dashboard_command(secrets_file=tmp_path / "s.toml")
+    assert command[1:5] == ["-m", "streamlit", "run", "Home.py"] and "--server.address=0.0.0.0" in command
+    assert f"--secrets.files={tmp_path / 's.toml'}" in command
+    assert not any("Xsrf" in part or "CORS" in part for part in command)
 
 
 def test_the_ticker_reloads_runs_every_tick_and_commits_clips_only_when_they_changed(tmp_path):

@@ -58,10 +58,10 @@ def top_k(page) -> list[str]:
     return items.all_inner_texts()
 
 
-def test_a_run_written_to_the_volume_appears_without_sync(new_page, tmp_path):
+def test_a_run_written_to_the_volume_appears_without_sync_and_links_show_the_public_url(new_page, tmp_path):
     expect = _expect()
     (tmp_path / "runs").mkdir()
-    url, proc = start_team_dashboard(tmp_path, **PUBLIC)
+    url, proc = start_team_dashboard(tmp_path, AUDIO_CNN_PUBLIC_URL="https://team--dash.modal.run", **PUBLIC)
     try:
         page = new_page()
         page.goto(f"{url}/training_runs")
@@ -71,6 +71,9 @@ def test_a_run_written_to_the_volume_appears_without_sync(new_page, tmp_path):
         page.reload()
         expect(page.get_by_text("on-modal").first).to_be_visible()
         expect(page.get_by_role("button", name="Sync from Modal")).to_have_count(0)
+        link = page.locator("[data-testid=stSidebar] [data-testid=stCode]")  # Copy link: the public address
+        expect(link).to_contain_text("https://team--dash.modal.run/training_runs")
+        expect(link).not_to_contain_text("127.0.0.1")
         expect(page.locator("[data-testid=stException]")).to_have_count(0)
     finally:
         stop_process(proc)
