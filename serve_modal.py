@@ -350,6 +350,7 @@ clips_volume = modal.Volume.from_name(CLIPS_VOLUME, create_if_missing=True)
     secrets=DASHBOARD_SECRETS,
     env=DASHBOARD_ENV,
     max_containers=1,  # a Streamlit session (websocket, state, uploads) lives in one process
+    cpu=2.0, memory=1024,  # measured: ~200 MB idle + ~3 MB per open session (bench/bench_dashboard_viewers.py)
     scaledown_window=SETTINGS.scaledown_s,
     timeout=24 * 60 * 60,
 )

@@ -66,7 +66,8 @@ def dashboard_of(seen: dict) -> dict:
 def test_the_dashboard_is_one_container_with_concurrency_both_volumes_and_its_secret(tmp_path):
     seen = team_recorded(tmp_path, AUDIO_CNN_DASHBOARD_SECRET="team-login", AUDIO_CNN_TOKEN_SECRET="tok")
     dashboard = dashboard_of(seen)
-    assert dashboard["max_containers"] == 1
+    assert dashboard["max_containers"] == 1 and "gpu" not in dashboard  # no GPU: it calls the endpoint
+    assert dashboard["memory"] >= 512
     assert {"args": [], "max_inputs": 100} in seen["concurrent"]
     assert seen["web_server"] == [{"args": [8000], "startup_timeout": 120}]
     assert dashboard["secrets"] == ["Secret", "Secret"]
