@@ -15,6 +15,7 @@ provider (Google, Microsoft) passes is not access control.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,8 @@ from typing import Any
 # What Streamlit's st.login needs in [auth] (one provider in [auth] itself, or named [auth.<provider>]).
 AUTH_KEYS = ("redirect_uri", "cookie_secret")
 PROVIDER_KEYS = ("client_id", "client_secret", "server_metadata_url")
+# An address as the allowlist and the screen take it: no spaces, markup or brackets (a claim is hostile input).
+_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'+/=?^{|}~-]+@[A-Za-z0-9.-]+")
 
 
 def auth_problem(secrets: Mapping[str, Any] | None) -> str | None:
@@ -62,8 +65,8 @@ class Allowlist:
         if not self.emails and not self.domains:
             return Admission(False, "This dashboard admits nobody yet: its allowlist is empty. An administrator "
                                     "sets AUDIO_CNN_ALLOWED_EMAILS or AUDIO_CNN_ALLOWED_DOMAINS.")
-        if not email or email.count("@") != 1:
-            return Admission(False, "Your login did not share an email address, so this dashboard cannot tell "
+        if len(email) > 254 or not _EMAIL.fullmatch(email):
+            return Admission(False, "Your login did not share a usable email address, so this dashboard cannot tell "
                                     "whether you are allowed in.")
         if claims.get("email_verified") in (False, "false", "False"):
             return Admission(False, f"The address {email} is not verified by your login provider: not allowed.")

@@ -212,6 +212,8 @@ ALLOW = Allowlist.from_settings(Settings(allowed_emails=("Alice@Example.org",), 
     ({"email": "bob@evil.team.dev"}, False),  # a domain is the whole domain, not a suffix
     ({"email": "bob@team.dev", "email_verified": False}, False),
     ({"email": "a@b@team.dev"}, False),
+    ({"email": "[x](javascript:alert(1))@team.dev"}, False),  # markup in a claim never reaches the screen
+    ({"email": "x" * 300 + "@team.dev"}, False),
     ({"sub": "no-email"}, False),
 ])
 def test_the_allowlist_admits_listed_addresses_and_domains_only(claims, allowed):
