@@ -331,14 +331,15 @@ class Server:
 # -- the team dashboard: the same Home.py, one container, runs and clips on Volumes ------------------
 
 DASHBOARD_MAX_INPUTS = 100  # HTTP requests and open sessions (one websocket each) the container takes at once
+HERE = Path(__file__).parent  # the repository, wherever `modal deploy` is run from
 _ignore = ["**/__pycache__", "**/*.pyc", "secrets.toml"]  # a local secrets.toml never ships in an image
 dashboard_image = (
     modal.Image.debian_slim(python_version="3.11")
     .uv_pip_install(*dashboard_requirements())
-    .add_local_file("Home.py", f"{team_dashboard.APP_DIR}/Home.py")
-    .add_local_dir("pages", f"{team_dashboard.APP_DIR}/pages", ignore=_ignore)
-    .add_local_dir("core", f"{team_dashboard.APP_DIR}/core", ignore=_ignore)
-    .add_local_dir(".streamlit", f"{team_dashboard.APP_DIR}/.streamlit", ignore=_ignore)
+    .add_local_file(HERE / "Home.py", f"{team_dashboard.APP_DIR}/Home.py")
+    .add_local_dir(HERE / "pages", f"{team_dashboard.APP_DIR}/pages", ignore=_ignore)
+    .add_local_dir(HERE / "core", f"{team_dashboard.APP_DIR}/core", ignore=_ignore)
+    .add_local_dir(HERE / ".streamlit", f"{team_dashboard.APP_DIR}/.streamlit", ignore=_ignore)
 )
 # The clip store behind ?clip= links: ours alone, so it may be created here (the runs Volume may not).
 clips_volume = modal.Volume.from_name(CLIPS_VOLUME, create_if_missing=True)
