@@ -308,7 +308,7 @@ _RETURN_KEY = "audio-cnn-return-to"  # sessionStorage: the deep link a logged-ou
 _SAVE_RETURN = ("<script>const p = location.pathname + location.search;"
                 f"if (p !== '/') sessionStorage.setItem('{_RETURN_KEY}', p);</script>")
 _RETURN = ("<script>const t = sessionStorage.getItem('{key}'); sessionStorage.removeItem('{key}');"
-           "if (t && t.startsWith('/') && !t.startsWith('//') && t !== location.pathname + location.search)"
+           "if (t && /^\\/[^\\/\\\\]/.test(t) && t !== location.pathname + location.search)"  # never //host or /\host
            " location.replace(t);</script>")
 
 
