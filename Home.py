@@ -10,15 +10,12 @@ from pages import ui
 
 st.set_page_config(page_title="audio-cnn", layout="wide")  # no page_icon: icons load from a CDN
 
-navigation = st.navigation([
-    st.Page("pages/predict.py", title="Predict", icon=":material/upload:", default=True),
-    st.Page("pages/live.py", title="Live", icon=":material/mic:"),
-    st.Page("pages/spectrogram.py", title="Spectrogram", icon=":material/equalizer:"),
-    st.Page("pages/feature_maps.py", title="Feature Maps", icon=":material/grid_view:"),
-    st.Page("pages/architecture.py", title="Architecture", icon=":material/view_in_ar:"),
-    st.Page("pages/training_runs.py", title="Training Runs", icon=":material/monitoring:"),
-])
+# Hidden: Home.py draws the links itself (config.toml hides Streamlit's folder router, see pages/ui.py).
+pages = ui.pages()
+navigation = st.navigation(pages, position="hidden")
+ui.require_login()  # with [auth] configured: nothing below runs until an allowlisted user is logged in
 
+ui.page_links(pages)
 with st.sidebar:
     health = ui.health()
     st.markdown("**Backend**")

@@ -1,5 +1,6 @@
-"""Serve the audio-cnn API on a Modal GPU, classify folders on Modal, or serve locally.
+"""Serve the audio-cnn API on a Modal GPU and the team dashboard beside it, classify folders, or serve locally.
 
+    AUDIO_CNN_DASHBOARD_SECRET=audio-cnn-dashboard modal deploy serve_modal.py   # endpoint + dashboard URLs
     modal deploy serve_modal.py                      # pins the best finished run; prints the URL
     AUDIO_CNN_RUN=baseline modal deploy serve_modal.py   # pins that run (a CV folder: its best fold)
     modal serve serve_modal.py                       # a temporary dev URL, reloads on save
@@ -49,6 +50,13 @@ Deploy-time settings (environment variables where you run `modal deploy`;
 
 Every setting with the "serve" scope (limits, CORS, micro-batching, ...) is
 forwarded into the containers from core.settings (CONTAINER_ENV).
+
+The team dashboard (`dashboard`, core/team_dashboard.py): Home.py in one
+container (`max_containers=1`, many concurrent sessions), the runs Volume
+mounted and reloaded every few seconds, the clip store on its own Volume,
+calling the endpoint above over HTTP. Its login lives in a Modal Secret
+(AUDIO_CNN_DASHBOARD_SECRET) that holds a secrets.toml with Streamlit's
+[auth]; without one the deploy is refused unless AUDIO_CNN_DASHBOARD_PUBLIC=1.
 """
 
 from __future__ import annotations
@@ -62,10 +70,12 @@ from pathlib import Path, PurePosixPath
 
 import modal
 
+from core import team_dashboard
 from core.settings import Settings
 
 APP_NAME = "audio-cnn-serve"
 RUNS_MOUNT = "/runs"
+CLIPS_VOLUME = "audio-cnn-clips"
 SERVING_PACKAGES = ("torch", "numpy", "soundfile", "librosa", "scipy", "soxr", "fastapi", "pydantic", "orjson", "tqdm")
 log = logging.getLogger("audio_cnn.serve")
 
@@ -91,12 +101,25 @@ def serving_requirements(path: Path = Path(__file__).with_name("requirements.txt
     Inside a container the file is absent and nothing is needed (the image is
     built); where the app is built, a missing file is a DeployError.
     """
+    return [line for line in _pinned_lines(path, local) if _package(line) in SERVING_PACKAGES]
+
+
+def dashboard_requirements(path: Path = Path(__file__).with_name("requirements.txt"), local: bool | None = None) -> list[str]:
+    """requirements.txt without torch: the deployed dashboard calls the GPU endpoint and runs no model."""
+    return [line for line in _pinned_lines(path, local) if _package(line) != "torch"]
+
+
+def _pinned_lines(path: Path, local: bool | None) -> list[str]:
     if not path.exists():
         if modal.is_local() if local is None else local:
-            raise DeployError(f"{path} is missing: the serving image pins its packages from it.")
+            raise DeployError(f"{path} is missing: the images pin their packages from it.")
         return []
     lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
-    return [line for line in lines if (name := re.match(r"[A-Za-z0-9_.-]*", line)[0]) and name in SERVING_PACKAGES]
+    return [line for line in lines if _package(line)]
+
+
+def _package(line: str) -> str:
+    return re.match(r"[A-Za-z0-9_.-]*", line)[0]
 
 
 def pin_checkpoint(settings: Settings, volume) -> dict[str, str]:
@@ -147,6 +170,34 @@ def current_pin(settings: Settings) -> dict[str, str]:
     return {"AUDIO_CNN_CHECKPOINT": str(settings.checkpoint), "AUDIO_CNN_CHECKPOINT_ID": settings.checkpoint_id or ""}
 
 
+def dashboard_secrets(settings: Settings, deploying: bool) -> list:
+    """The dashboard's Modal Secrets: its secrets.toml ([auth]), and the endpoint token's Secret if any.
+
+    Where `modal deploy`/`modal serve` runs, a dashboard without a login Secret is refused
+    unless AUDIO_CNN_DASHBOARD_PUBLIC=1 (its container checks [auth] itself when it starts).
+    """
+    if deploying and not settings.dashboard_secret:
+        if not settings.dashboard_public:
+            raise DeployError(
+                "The dashboard would be on the public internet without a login. Put Streamlit's [auth] section "
+                f"and the allowlist in a secrets.toml, store it in a Modal Secret (modal secret create "
+                f"audio-cnn-dashboard {team_dashboard.SECRETS_ENV}=\"$(cat dashboard-secrets.toml)\") and deploy "
+                "with AUDIO_CNN_DASHBOARD_SECRET=audio-cnn-dashboard; or set AUDIO_CNN_DASHBOARD_PUBLIC=1 to deploy "
+                "it without login on purpose.")
+        print("WARNING: AUDIO_CNN_DASHBOARD_PUBLIC=1: anyone with the dashboard's URL can use it.", file=sys.stderr)
+    out = []
+    if settings.dashboard_secret:
+        out.append(modal.Secret.from_name(settings.dashboard_secret, required_keys=[team_dashboard.SECRETS_ENV]))
+    if settings.token_secret:
+        out.append(modal.Secret.from_name(settings.token_secret, required_keys=["AUDIO_CNN_TOKEN"]))
+    return out
+
+
+def dashboard_definitions(settings: Settings) -> tuple[dict[str, str], list]:
+    deploying = modal.is_local() and modal_cli_deploying() and sys.argv[1] != "run" and __name__ != "__main__"
+    return team_dashboard.dashboard_env(settings), dashboard_secrets(settings, deploying)
+
+
 SETTINGS = Settings.from_env()
 # The autoscaler aims at one full batch per container and lets a burst queue a second.
 TARGET_INPUTS, MAX_INPUTS = max(1, SETTINGS.batch_max), max(2, 2 * SETTINGS.batch_max)
@@ -168,6 +219,7 @@ if modal.is_local() and modal_cli_deploying() and __name__ != "__main__":
 else:
     PIN = current_pin(SETTINGS)
 CONTAINER_ENV = container_env(SETTINGS, PIN)
+DASHBOARD_ENV, DASHBOARD_SECRETS = dashboard_definitions(SETTINGS)
 
 
 # -- the pieces both modes share --------------------------------------------------------
@@ -274,6 +326,63 @@ class Server:
 
         return classify_items(self.predictor, items, top_k=top_k,
                               max_seconds=Settings.from_env().max_audio_seconds)
+
+
+# -- the team dashboard: the same Home.py, one container, runs and clips on Volumes ------------------
+
+DASHBOARD_MAX_INPUTS = 100  # HTTP requests and open sessions (one websocket each) the container takes at once
+HERE = Path(__file__).parent  # the repository, wherever `modal deploy` is run from
+_ignore = ["**/__pycache__", "**/*.pyc", "secrets.toml"]  # a local secrets.toml never ships in an image
+dashboard_image = (
+    modal.Image.debian_slim(python_version="3.11")
+    .uv_pip_install(*dashboard_requirements())
+    .add_local_file(HERE / "Home.py", f"{team_dashboard.APP_DIR}/Home.py")
+    .add_local_dir(HERE / "pages", f"{team_dashboard.APP_DIR}/pages", ignore=_ignore)
+    .add_local_dir(HERE / "core", f"{team_dashboard.APP_DIR}/core", ignore=_ignore)
+    .add_local_dir(HERE / ".streamlit", f"{team_dashboard.APP_DIR}/.streamlit", ignore=_ignore)
+)
+# The clip store behind ?clip= links: ours alone, so it may be created here (the runs Volume may not).
+clips_volume = modal.Volume.from_name(CLIPS_VOLUME, create_if_missing=True)
+
+
+@app.function(
+    image=dashboard_image,
+    volumes={team_dashboard.RUNS_MOUNT: runs_volume, team_dashboard.CLIPS_MOUNT: clips_volume},
+    secrets=DASHBOARD_SECRETS,
+    env=DASHBOARD_ENV,
+    max_containers=1,  # a Streamlit session (websocket, state, uploads) lives in one process
+    cpu=2.0, memory=1024,  # measured: ~200 MB idle + ~3 MB per open session (bench/bench_dashboard_viewers.py)
+    scaledown_window=SETTINGS.scaledown_s,
+    timeout=24 * 60 * 60,
+)
+@modal.concurrent(max_inputs=DASHBOARD_MAX_INPUTS)
+@modal.web_server(team_dashboard.PORT, startup_timeout=120)
+def dashboard() -> None:
+    """Start Streamlit on Home.py; a thread reloads the runs Volume and commits new clips."""
+    import os
+    import subprocess
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    secrets_file = team_dashboard.prepare(os.environ, Path("/root/dashboard-secrets/secrets.toml"))
+    endpoint = _web_url(lambda: Server().web, lambda: modal.Cls.from_name(APP_NAME, "Server")().web)
+    env = team_dashboard.process_env(os.environ, endpoint, _web_url(lambda: dashboard))
+    subprocess.Popen(team_dashboard.dashboard_command(secrets_file=secrets_file), cwd=team_dashboard.APP_DIR,
+                     env=env)
+    team_dashboard.VolumeTicker(runs_volume.reload, clips_volume.commit, Path(team_dashboard.CLIPS_MOUNT)).start()
+
+
+def _web_url(*lookups) -> str | None:
+    """A web function's public URL from inside the app's container: the first lookup that answers.
+
+    None (logged) if none does: the dashboard then needs AUDIO_CNN_ENDPOINT / AUDIO_CNN_PUBLIC_URL.
+    """
+    for lookup in lookups:
+        try:
+            if url := lookup().get_web_url():
+                return url
+        except Exception as err:
+            log.warning("Could not look up a web URL: %s", err)
+    return None
 
 
 @app.local_entrypoint()

@@ -161,6 +161,19 @@ class Settings:
     # the dashboard's clip store behind ?clip= links
     clips_dir: Path | None = setting(None, _path, "dashboard", help="clip store; unset: ~/.cache/audio-cnn/clips")
     clips_mb: float = setting(256.0, POSITIVE, "dashboard", help="clip store size cap, oldest evicted first")
+    # the team dashboard (`modal deploy serve_modal.py` deploys it too): who may log in, where it lives
+    allowed_emails: tuple[str, ...] = setting((), _csv, "dashboard", "deploy",
+                                              help="with [auth] login on: addresses allowed in (comma-separated)")
+    allowed_domains: tuple[str, ...] = setting((), _csv, "dashboard", "deploy",
+                                               help="with [auth] login on: email domains allowed in (example.com)")
+    dashboard_public: bool = setting(False, _bool, "dashboard", "deploy",
+                                     help="1: deploy the dashboard without login, on purpose")
+    dashboard_secret: str | None = setting(None, _text, "deploy",
+                                           help="Modal Secret holding the dashboard's secrets.toml ([auth] and keys)")
+    public_url: str | None = setting(None, _url, "dashboard", "deploy",
+                                     help="the dashboard's public URL for Copy link (deployed: its Modal URL)")
+    runs_live: bool = setting(False, _bool, "dashboard",
+                              help="the runs folder is the mounted Volume itself: read live, no Sync button")
     # what `modal deploy serve_modal.py` builds (read where the deploy runs)
     gpu: str = setting("A10G", _text, "deploy", help="Modal GPU type (T4, L4, A10G, A100, H100, ...); none: CPU only")
     proxy_auth: bool = setting(True, _bool, "deploy", help="Modal proxy auth in front of the endpoint")
@@ -250,7 +263,7 @@ def describe() -> list[dict[str, Any]]:
 def _to_text(value: Any) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
-    if isinstance(value, tuple) and all(isinstance(v, dict) for v in value):
+    if isinstance(value, tuple) and value and all(isinstance(v, dict) for v in value):  # () is "", not "[]"
         return json.dumps(list(value))
     if isinstance(value, tuple):
         return ",".join(value)

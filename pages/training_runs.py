@@ -94,7 +94,10 @@ def follow(root, names: list[str], seen: list[tuple]) -> None:
 st.title("Training Runs")
 s = ui.settings()
 root = s.runs_dir
-sync_panel(root, s.volume)
+if s.runs_live:  # the deployed dashboard: the runs folder is the Volume itself, reloaded every few seconds
+    st.caption(f"Runs are read live from the Modal Volume `{s.volume}`: a run training on Modal appears here.")
+else:
+    sync_panel(root, s.volume)
 
 with st.spinner("Reading event files..."):
     data = load_runs(root)

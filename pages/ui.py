@@ -19,8 +19,9 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import streamlit as st
 
@@ -28,6 +29,7 @@ from core.client import Backend, BackendError, Health, make_backend
 from core.clip_store import ClipStore, clip_hash, default_clips_dir, is_clip_hash
 from core.results import Analysis, ModelInfo
 from core.settings import Settings, SettingsError
+from core.team_access import Allowlist, auth_problem
 
 CLIP = "clip"  # the query parameter and session key of the current clip
 HOW_TO_GET_A_CHECKPOINT = (
@@ -37,23 +39,50 @@ HOW_TO_GET_A_CHECKPOINT = (
 )
 
 
-def _route_through_home() -> None:
-    """Make a deep link that is the process's first request run through Home.py.
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = (  # (file, title, icon): the navigation, in order; the first is the default page
+    ("pages/predict.py", "Predict", ":material/upload:"),
+    ("pages/live.py", "Live", ":material/mic:"),
+    ("pages/spectrogram.py", "Spectrogram", ":material/equalizer:"),
+    ("pages/feature_maps.py", "Feature Maps", ":material/grid_view:"),
+    ("pages/architecture.py", "Architecture", ":material/view_in_ar:"),
+    ("pages/training_runs.py", "Training Runs", ":material/monitoring:"),
+)
 
-    Streamlit keeps its pages/-folder router (one sidebar entry per file, no
-    Home.py) until some session calls st.navigation; a shared link such as
-    /training_runs opened first after a restart would get that router's page.
-    Every page imports this module first: turn the folder router off and rerun,
-    which lands on the same page (its hash is its url path either way).
+
+def pages() -> list:
+    """The st.Page of every page (absolute paths: right whichever script asks)."""
+    return [st.Page(ROOT / path, title=title, icon=icon, default=i == 0) for i, (path, title, icon) in enumerate(PAGES)]
+
+
+def page_links(all_pages: list) -> None:
+    """The sidebar's page list, drawn by Home.py itself (config.toml hides Streamlit's: see below)."""
+    for page in all_pages:
+        st.sidebar.page_link(page)
+
+
+@st.cache_resource
+def _router() -> dict:
+    return {"navigated": False}  # one per process, and it survives a re-import of this module
+
+
+def _route_through_home() -> None:
+    """Make the first script run of the process go through Home.py's navigation.
+
+    Streamlit serves its pages/-folder router (one entry per file, no Home.py)
+    until some session calls st.navigation. config.toml hides that router's
+    sidebar (client.showSidebarNavigation = false) and Home.py draws its own
+    links; and a deep link such as /training_runs that is the process's first
+    request would run that page alone, without Home.py (no login, no backend
+    status). So the first import of this module in the process calls
+    st.navigation (public API: that switches the folder router off for the
+    process) and reruns, which lands on the same page, now through Home.py.
     """
-    try:  # Streamlit internals (1.67): if they move, a deep link after a restart merely looks plainer
-        from streamlit.runtime.pages_manager import PagesManager
-        from streamlit.runtime.scriptrunner import get_script_run_ctx
-    except ImportError:
+    if not st.runtime.exists() or _router()["navigated"]:
         return
-    if getattr(PagesManager, "uses_pages_directory", False) and get_script_run_ctx() is not None:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
+    _router()["navigated"] = True
+    st.navigation(pages(), position="hidden")
+    st.rerun()
 
 
 _route_through_home()
@@ -240,6 +269,9 @@ def share_url() -> str | None:
     base = st.context.url
     if not base:
         return None
+    public = settings().public_url  # behind a proxy (Modal) the app's own idea of its address is not the public one
+    if public:
+        base = public + "/" + urlsplit(base).path.lstrip("/")
     params = {key: st.query_params.get_all(key) for key in st.query_params}  # ?runs=a&runs=b keeps both
     return base + ("?" + urlencode(params, doseq=True) if params else "")
 
@@ -268,3 +300,53 @@ def new_input(widget: str, file: Any) -> bytes | None:
         return None
     seen[widget] = clip_hash(data)
     return data
+
+
+# -- login (the team dashboard): Streamlit's OpenID Connect with an allowlist ------------------------
+
+_RETURN_KEY = "audio-cnn-return-to"  # sessionStorage: the deep link a logged-out visitor opened
+_SAVE_RETURN = ("<script>const p = location.pathname + location.search;"
+                f"if (p !== '/') sessionStorage.setItem('{_RETURN_KEY}', p);</script>")
+_RETURN = ("<script>const t = sessionStorage.getItem('{key}'); sessionStorage.removeItem('{key}');"
+           "if (t && /^\\/[^\\/\\\\]/.test(t) && t !== location.pathname + location.search)"  # never //host or /\host
+           " location.replace(t);</script>")
+
+
+def require_login() -> None:
+    """With [auth] in secrets.toml: stop every page until an allowlisted user is logged in.
+
+    Without [auth] the dashboard is open, as the embedded default is (a deploy
+    refuses that unless AUDIO_CNN_DASHBOARD_PUBLIC=1). Streamlit's login comes
+    back to "/": the deep link a logged-out visitor opened is kept in the
+    tab's sessionStorage and reopened after login (same page, same ?clip=).
+    """
+    auth = secrets().get("auth")
+    if auth is None:
+        return
+    problem = auth_problem(secrets())
+    if problem:
+        st.error(f"Login is configured but cannot work: {problem}. See the README's Deploy section.",
+                 icon=":material/error:")
+        st.stop()
+    if not st.user.is_logged_in:
+        st.html(_SAVE_RETURN, unsafe_allow_javascript=True)
+        st.title("audio-cnn")
+        st.info("This team dashboard needs a login.", icon=":material/lock:")
+        if st.button("Log in", icon=":material/login:", type="primary"):
+            st.login(_provider(auth))
+        st.stop()
+    admission = Allowlist.from_settings(settings()).decide(st.user)
+    if not admission.allowed:
+        st.error(f"Not allowed: {admission.message}", icon=":material/block:")
+        st.button("Log out", on_click=st.logout, icon=":material/logout:")
+        st.stop()
+    st.html(_RETURN.format(key=_RETURN_KEY), unsafe_allow_javascript=True)
+    st.sidebar.caption(f"Logged in as {admission.message}")
+    st.sidebar.button("Log out", on_click=st.logout, icon=":material/logout:", key="logout")
+
+
+def _provider(auth: Mapping[str, Any]) -> str | None:
+    """None when [auth] itself holds the provider, else the first [auth.<name>] section's name."""
+    if auth.get("client_id"):
+        return None
+    return next((name for name, value in auth.items() if isinstance(value, Mapping)), None)

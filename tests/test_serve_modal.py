@@ -123,7 +123,7 @@ def test_the_server_class_gets_the_documented_defaults(tmp_path):
     assert server["gpu"] == "A10G" and server["max_containers"] == 4 and server["min_containers"] == 0
     assert server["scaledown_window"] == 300 and server["enable_memory_snapshot"] is True
     assert server["secrets"] == [] and list(server["volumes"]) == ["/runs"]
-    assert seen["volume"] == [{"args": ["audio-cnn-runs"]}]  # read side: never create_if_missing
+    assert seen["volume"][0] == {"args": ["audio-cnn-runs"]}  # read side: never create_if_missing
     assert seen["container_env"]["AUDIO_CNN_RUNS_DIR"] == "/runs"
     assert "AUDIO_CNN_CHECKPOINT" not in seen["container_env"]  # importing is not deploying: nothing pinned
 
@@ -133,8 +133,8 @@ def test_deploy_settings_shape_the_server_class(tmp_path):
                     AUDIO_CNN_TOKEN_SECRET="audio-cnn-token", AUDIO_CNN_SCALEDOWN_S="60", AUDIO_CNN_VOLUME="mine")
     [server] = seen["cls"]
     assert server["gpu"] is None and server["max_containers"] == 2 and server["scaledown_window"] == 60
-    assert seen["secret"] == [{"args": ["audio-cnn-token"], "required_keys": ["AUDIO_CNN_TOKEN"]}]
-    assert seen["volume"] == [{"args": ["mine"]}]
+    assert seen["secret"][0] == {"args": ["audio-cnn-token"], "required_keys": ["AUDIO_CNN_TOKEN"]}
+    assert seen["volume"][0] == {"args": ["mine"]}
 
 
 def test_training_retries_a_preempted_input_on_a_fresh_container(tmp_path):
@@ -155,7 +155,10 @@ def test_every_serving_setting_reaches_the_container(tmp_path):
               "AUDIO_CNN_MIN_CONTAINERS": "1", "AUDIO_CNN_MAX_CONTAINERS": "3", "AUDIO_CNN_VOLUME": "v",
               "AUDIO_CNN_ALLOW_UNTRAINED": "1", "AUDIO_CNN_MAX_DECODES": "2", "AUDIO_CNN_MAX_DECODE_SAMPLES": "1000000",
               "AUDIO_CNN_STREAM_WINDOW_S": "4", "AUDIO_CNN_STREAM_HOP_S": "0.5", "AUDIO_CNN_STREAM_MAX_SPEED": "3",
-              "AUDIO_CNN_STREAM_IDLE_S": "20", "AUDIO_CNN_STREAM_MAX_STREAMS": "8", "AUDIO_CNN_FORWARD_TIMEOUT_S": "30"}
+              "AUDIO_CNN_STREAM_IDLE_S": "20", "AUDIO_CNN_STREAM_MAX_STREAMS": "8", "AUDIO_CNN_FORWARD_TIMEOUT_S": "30",
+              "AUDIO_CNN_ALLOWED_EMAILS": "a@example.com", "AUDIO_CNN_ALLOWED_DOMAINS": "example.com",
+              "AUDIO_CNN_DASHBOARD_PUBLIC": "1", "AUDIO_CNN_DASHBOARD_SECRET": "d",
+              "AUDIO_CNN_PUBLIC_URL": "https://dash.example.com"}
     scoped = {row["key"] for row in describe() if {"serve", "deploy"} & set(row["scopes"])}
     assert scoped == set(values), "a new serving setting: give it a value here"
     env = recorded(tmp_path, "serve_modal", AUDIO_CNN_TOKEN="secret!", **values)["container_env"]
@@ -222,7 +225,7 @@ print(json.dumps(serve_modal.CONTAINER_ENV))
 
 def modal_deploy(tmp_path, runs, **env) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", DEPLOY, str(runs)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env=no_credentials_env(tmp_path, **env))
+                          timeout=120, env=no_credentials_env(tmp_path, **{"AUDIO_CNN_DASHBOARD_SECRET": "team", **env}))
 
 
 @pytest.mark.parametrize("argv, deploying", [
