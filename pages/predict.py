@@ -9,7 +9,7 @@ import streamlit as st
 
 from core import clip_charts
 from core.client import BackendError
-from core.labels import pretty
+from core.labels import is_esc50, pretty
 from pages import ui
 
 st.title("Predict")
@@ -49,7 +49,8 @@ with results:
         st.audio(data, format=ui.audio_mime(data))
         ui.untrained_warning(analysis.model)
         st.altair_chart(clip_charts.predictions_chart(analysis.predictions, analysis.model.trained), width="stretch")
-        st.markdown("  \n".join(f"{i}. **{pretty(p.label)}** {p.confidence:.1%} ({p.category})"
+        st.markdown("  \n".join(f"{i}. **{pretty(p.label)}** {p.confidence:.1%}"
+                                 + (f" ({p.category})" if is_esc50(p.label) else "")
                                  for i, p in enumerate(analysis.predictions, 1)))
         st.caption(f"Clip `{clip}`: {analysis.duration:.2f} s, analysed by {analysis.model.name} "
                    f"in {analysis.timing_ms.get('total', 0):.0f} ms")
