@@ -268,3 +268,15 @@ def new_input(widget: str, file: Any) -> bytes | None:
         return None
     seen[widget] = clip_hash(data)
     return data
+
+
+@st.cache_data(ttl=60, show_spinner="Comparing model variants...")
+def _model_variants(runs_dir: str, measure: bool) -> list[dict]:
+    from core.model_variants import compare
+
+    return compare(runs_dir, measure=measure)
+
+
+def model_variants(measure: bool = False) -> list[dict]:
+    """The Architecture page's preset comparison (core.model_variants), cached for a minute."""
+    return _model_variants(str(settings().runs_dir), measure)
