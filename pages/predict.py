@@ -10,7 +10,7 @@ import streamlit as st
 from core import clip_charts
 from core.client import BackendError
 from core.labels import is_esc50, pretty
-from pages import ui
+from pages import model_choice, ui
 
 st.title("Predict")
 top_k = st.slider("Classes to show", 1, 10, 3, key="top_k", bind="query-params")
@@ -62,3 +62,4 @@ if analysis is not None:
         st.subheader("Timeline")
         st.altair_chart(clip_charts.timeline_chart(analysis.windows, analysis.duration, analysis.model.trained),
                         width="stretch")
+    model_choice.compare_panel(ui.settings(), clip, ui.clip_bytes(clip) or b"", analysis, options)

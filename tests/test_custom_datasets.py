@@ -58,7 +58,7 @@ def test_the_split_is_stratified_seeded_and_reproducible(folders):
     assert [x.fold for x in a.clips] == [x.fold for x in b.clips]
     assert [x.fold for x in a.clips] != [x.fold for x in c.clips]
     assert a.folds == (1, 2, 3, 4, 5)
-    for name, count in COUNTS.items():  # every class is in every fold, spread as evenly as it can be
+    for name in COUNTS:  # every class is in every fold, spread as evenly as it can be
         per_fold = Counter(x.fold for x in a.clips if x.category == name)
         assert set(per_fold) == set(a.folds) and max(per_fold.values()) - min(per_fold.values()) <= 1
     assert a.split["method"] == "stratified-k-fold" and a.split["seed"] == 0 and a.split["k"] == 5
