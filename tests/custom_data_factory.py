@@ -2,6 +2,7 @@
 
     make_folders(root, {"drill": 6, "saw": 6})      root/<class>/<class>-<k>.<ext>
     make_labels_csv(root, {"a": 6}, folds=None)      root/clips/*.wav + root/labels.csv (filename,label[,fold])
+    write_checkpoint_run(runs, "tools", [...], 0.9)  runs/tools/best.pt (a real tiny model) + summary/config JSON
 
 Each class gets its own synthetic sound (tests/esc50_factory.class_sound), so
 a small CNN learns them in a few epochs. Files rotate through WAV, FLAC, OGG
@@ -65,3 +66,26 @@ def make_labels_csv(root: str | Path, counts: dict[str, int], folds: int | None 
         writer.writerow(["filename", "label"] + (["fold"] if folds else []))
         writer.writerows(rows)
     return root
+
+
+def write_checkpoint_run(runs: Path, name: str, classes: list[str], accuracy: float, seed: int = 0) -> str:
+    """A finished run folder with a real (seeded, BatchNorm-calibrated) tiny best.pt; returns its checkpoint id."""
+    import json
+
+    import torch
+
+    from core.checkpoint import save_checkpoint
+    from core.features import FeatureConfig, LogMel
+    from core.inference import calibrate_batchnorm
+    from core.model import AudioCNN, ModelConfig
+
+    torch.manual_seed(seed)
+    model = AudioCNN(ModelConfig(num_classes=len(classes), stem_channels=16, widths=(16, 32, 64, 128),
+                                 depths=(1, 1, 1, 1)))
+    calibrate_batchnorm(model, LogMel(FeatureConfig()))
+    folder = Path(runs) / name
+    ckpt_id = save_checkpoint(folder / "best.pt", model, FeatureConfig(), classes, {"run_name": name})
+    (folder / "summary.json").write_text(json.dumps({"status": "finished", "best_val_accuracy": accuracy,
+                                                     "best_checkpoint_id": ckpt_id}))
+    (folder / "config.json").write_text(json.dumps({"model": model.config.to_dict()}))
+    return ckpt_id

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from types import SimpleNamespace
 
 import pytest
 import streamlit as st
-import torch
 from audio_factory import wav_bytes
 from conftest import ROOT
+from custom_data_factory import write_checkpoint_run
 from streamlit.testing.v1 import AppTest
 
-from core.checkpoint import save_checkpoint
-from core.features import FeatureConfig, LogMel
-from core.inference import calibrate_batchnorm
-from core.model import AudioCNN, ModelConfig
+from core.model import ModelConfig
 from core.model_compare import compare_predictions
 from core.model_variants import PRESETS, best_accuracy, compare, gflops, parameters
 
@@ -23,17 +19,7 @@ TIMEOUT = 120
 TINY = PRESETS["tiny"]
 
 
-def write_run(runs, name: str, classes: list[str], accuracy: float, seed: int) -> str:
-    torch.manual_seed(seed)
-    model = AudioCNN(ModelConfig(num_classes=len(classes), stem_channels=16, widths=(16, 32, 64, 128),
-                                 depths=(1, 1, 1, 1)))
-    calibrate_batchnorm(model, LogMel(FeatureConfig()))
-    folder = runs / name
-    ckpt_id = save_checkpoint(folder / "best.pt", model, FeatureConfig(), classes, {"run_name": name})
-    (folder / "summary.json").write_text(json.dumps({"status": "finished", "best_val_accuracy": accuracy,
-                                                     "best_checkpoint_id": ckpt_id}))
-    (folder / "config.json").write_text(json.dumps({"model": model.config.to_dict()}))
-    return ckpt_id
+write_run = write_checkpoint_run
 
 
 @pytest.fixture
