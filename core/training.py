@@ -257,6 +257,16 @@ class Job:
         write_json(self.run_dir / "summary.json", summary)
         return summary
 
+    def announce(self, resumed: bool) -> None:
+        """Say on the console what starts: a continued run, or a new one (and a fine-tune's parent)."""
+        name, p = self.config.run_name, self.progress
+        if resumed:
+            print(f"continuing run {name!r} from last.pt: epoch {p.epoch}, batch {p.batch}", flush=True)
+            return
+        if self.lineage is not None:
+            print(describe(self.lineage, self.data.classes), flush=True)
+        print(f"starting run {name!r}: {self.config.epochs} epochs", flush=True)
+
     # -- the steps ------------------------------------------------------------------------
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -408,16 +418,10 @@ def train(config: TrainConfig, resume: bool = False, stop: threading.Event | Non
     config = job.config     # with the class count (and a parent's architecture) filled in
     if last is not None:
         job.restore(last.model_state, last.extra)
-    elif job.lineage is not None:
-        print(describe(job.lineage, job.data.classes), flush=True)
     else:  # a new run, one that never saved a last.pt, or a finished one to overwrite: clean
         _clear_run(run_dir)
     job.open_run(resumed=last is not None)
-    if last is not None:
-        print(f"continuing run {config.run_name!r} from last.pt: epoch {job.progress.epoch}, "
-              f"batch {job.progress.batch}", flush=True)
-    else:
-        print(f"starting run {config.run_name!r}: {config.epochs} epochs", flush=True)
+    job.announce(resumed=last is not None)
     status = "finished"
     try:
         with _stop_on_signals(stop or threading.Event()) as stop:
