@@ -199,3 +199,24 @@ def test_serving_pads_a_short_clip_as_training_did(tuned):
     analysis = predictor.analyze(short, feature_maps="none")
     assert analysis.spectrogram.shape[1] == predictor.feature_config.frames(round(0.625 * 44100))
     assert analysis.duration == pytest.approx(0.1)  # the clip's own length is still reported
+
+
+def test_on_modal_the_data_dir_is_a_folder_in_the_data_volume(tools, tmp_path, monkeypatch):
+    """train_modal's container work with your own data: --data-dir names a folder of the data Volume,
+    and nothing is downloaded over it (download is off: a download attempt would fail the run)."""
+    import shutil
+
+    import train_modal
+
+    volume = tmp_path / "data-volume"
+    shutil.copytree(tools, volume / "my-tools")
+    argv = ["--data-dir", "my-tools", "--run-name", "on-modal", "--epochs", "2", "--pct-start", "0.3",
+            "--batch-size", "4", "--stem-channels", "8", "--widths", "8,16,32,64", "--depths", "1,1,1,1",
+            "--no-progress", "--no-download", "--device", "cpu"]
+    commits = []
+    summary = train_modal.train_on_volumes(argv, str(volume), str(tmp_path / "runs"),
+                                           lambda: commits.append("data"), lambda: commits.append("runs"))
+    assert summary["status"] == "finished", summary
+    assert summary["classes"] == ["drill", "hammer", "saw"]
+    config = json.loads((tmp_path / "runs" / "on-modal" / "config.json").read_text())
+    assert config["data_dir"] == f"{volume}/my-tools" and config["data"]["layout"] == "folders"
