@@ -6,7 +6,7 @@ that every page shares (backend, model, how to use, copy link).
 
 import streamlit as st
 
-from pages import ui
+from pages import model_choice, ui
 
 st.set_page_config(page_title="audio-cnn", layout="wide")  # no page_icon: icons load from a CDN
 
@@ -17,6 +17,7 @@ ui.require_login()  # with [auth] configured: nothing below runs until an allowl
 
 ui.page_links(pages)
 with st.sidebar:
+    model_choice.picker(ui.settings())  # before anything builds the backend: ?model= picks its run
     health = ui.health()
     st.markdown("**Backend**")
     if health.ok:

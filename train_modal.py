@@ -7,10 +7,15 @@
     modal run train_modal.py --cv --run-name cv                           # 5-fold cross-validation
     modal run train_modal.py --gpu H100 --timeout 7200 --epochs 100 --run-name big
     python train_modal.py --local --data-dir data --runs-dir runs --epochs 3 --run-name try
+    python train_modal.py --local --data-dir my-sounds --run-name mine          # DIR/<class>/*.wav or labels.csv
+    modal run train_modal.py --data-dir my-sounds --init-from /runs/base/best.pt  # my-sounds in the data Volume
 
 Both modes parse the same flags (`python train_modal.py --help`) into a
 `core.training.TrainConfig` and call `core.training.train`; this file only
-wires storage. On Modal, ESC-50 is downloaded once into the `audio-cnn-data`
+wires storage. On Modal, `--data-dir NAME` other than the default is a folder
+inside the `audio-cnn-data` Volume (`modal volume put audio-cnn-data my-sounds
+/my-sounds`), and `--init-from` a path in the container (runs are under
+/runs); otherwise ESC-50 is downloaded once into the `audio-cnn-data`
 Volume (with the feature cache next to it) and runs go to the runs Volume
 (`AUDIO_CNN_VOLUME`, default `audio-cnn-runs`), committed after every epoch so
 the dashboard can follow a live run (the command to fetch one is printed).
@@ -114,12 +119,15 @@ def train_on_volumes(argv: list[str], data_dir: str, runs_dir: str,
     Raises TrainingInterrupted when a signal stopped the run (last.pt saved and
     committed): that failure is what makes Modal run the same arguments again.
     """
+    from core.custom_datasets import detect_layout
     from core.datasets import DatasetError
     from core.esc50_download import prepare
-    from core.train_config import config_from_args
+    from core.train_config import TrainConfig, config_from_args
     from core.training import TrainingError
 
     args = build_parser().parse_args(argv)
+    if args.data_dir != TrainConfig.data_dir:  # your own data: a folder inside the data Volume
+        data_dir = f"{data_dir}/{args.data_dir.strip('/')}"
     config = config_from_args(args, data_dir=data_dir, runs_dir=runs_dir,
                               cache_dir=args.cache_dir or f"{data_dir}/feature-cache")
     cache_committed = False
@@ -134,7 +142,8 @@ def train_on_volumes(argv: list[str], data_dir: str, runs_dir: str,
         commit_runs()  # the writer has flushed: a dashboard syncing the Volume sees this epoch
 
     try:
-        prepare(config.data_dir, config.data_url, config.data_sha256, config.download, config.progress)
+        if detect_layout(config.data_dir) in (None, "esc50"):
+            prepare(config.data_dir, config.data_url, config.data_sha256, config.download, config.progress)
         commit_data()  # ESC-50 is downloaded once, for every later run
         summary = run_training(args, config, publish)
     except (DatasetError, TrainingError) as err:

@@ -12,6 +12,9 @@ A checkpoint is a plain dict saved with `torch.save` and read back with
     meta            training metadata (run name, epoch, val accuracy, ...)
     extra           optional training state (optimizer, scheduler, RNG) for resume
 
+The seed's `best_model.pth` ({"model_state_dict", "classes", "accuracy", "epoch"})
+loads too, converted on the way in (core.seed_checkpoint).
+
 Writes are atomic (core.atomic_write, with fsync), so a reader
 never sees half a checkpoint, even when training is killed mid-save.
 
@@ -100,7 +103,8 @@ def save_checkpoint(path: str | Path, model: AudioCNN, feature_config: FeatureCo
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Read a checkpoint written by `save_checkpoint`; CheckpointError for anything else."""
+    """Read a checkpoint written by `save_checkpoint`, or the seed's best_model.pth (core.seed_checkpoint,
+    detected by its keys); CheckpointError for anything else."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint {path} does not exist.")
@@ -115,6 +119,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path} is not a readable audio-cnn checkpoint (damaged, truncated or "
             f"another program's file): {reason}"
         ) from None
+    if isinstance(payload, dict) and "format" not in payload:  # the seed's best_model.pth, or a refusal
+        from core.seed_checkpoint import from_payload
+
+        return from_payload(payload, path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(

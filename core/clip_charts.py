@@ -25,7 +25,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from core.labels import CATEGORIES, category_of, pretty
+from core.labels import CATEGORIES, category_of, is_esc50, pretty
 
 SCHEMES = ("viridis", "magma", "inferno", "plasma", "cividis", "blueorange", "greys")
 _CATEGORY_SCALE = alt.Scale(domain=list(CATEGORIES), scheme="tableau10")
@@ -51,11 +51,18 @@ def predictions_chart(predictions: Sequence[Any], trained: bool = True) -> alt.C
     return alt.Chart(df, title=title).mark_bar(cornerRadiusEnd=3).encode(
         x=alt.X("confidence:Q", title="Confidence", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
         y=alt.Y("label:N", title=None, sort=None, axis=alt.Axis(labelLimit=220)),
-        color=alt.Color("category:N", title="ESC-50 category", scale=_CATEGORY_SCALE,
-                        legend=alt.Legend(orient="bottom", columns=2, labelLimit=260)),
+        color=_category_colour([p.label for p in predictions],
+                               legend=alt.Legend(orient="bottom", columns=2, labelLimit=260)),
         tooltip=[alt.Tooltip("label:N", title="class"), alt.Tooltip("confidence:Q", format=".1%"),
                  alt.Tooltip("category:N")],
     ).properties(height=alt.Step(34))  # a height per row: a fixed total would be squeezed by the legend
+
+
+def _category_colour(labels: Sequence[str], legend) -> alt.Color | alt.ColorValue:
+    """ESC-50's category colours when any label is an ESC-50 class; one plain colour for your own classes."""
+    if not any(is_esc50(label) for label in labels):
+        return alt.value("#4c78a8")
+    return alt.Color("category:N", title="ESC-50 category", scale=_CATEGORY_SCALE, legend=legend)
 
 
 def envelope_frame(envelope: np.ndarray, duration: float) -> pd.DataFrame:
@@ -175,7 +182,7 @@ def timeline_chart(windows: Sequence[Any], duration: float, trained: bool = True
     )
     bars = base.mark_bar(cornerRadius=3).encode(
         x=_time_axis(duration), x2="t1:Q",
-        color=alt.Color("category:N", scale=_CATEGORY_SCALE, legend=None),
+        color=_category_colour([w.predictions[0].label for w in windows], legend=None),
     )
     text = base.mark_text(align="left", dx=6, color="white").encode(
         x="t0:Q", text=alt.Text("label:N"),

@@ -1,18 +1,20 @@
 """Datasets on disk: read and check one before training, and say which folds do what.
 
-    load_dataset(root, 50)        -> ESC50: parsed, checked clips (DatasetError names what is wrong)
+    load_dataset(root)            -> Dataset: ESC-50's parsed, checked clips (DatasetError names what is wrong)
     read_metadata(root)           meta/esc50.csv -> [Clip], with the line number of anything malformed
     Split(train_folds, val, test) which folds train, pick the checkpoint, and get reported
-    cross_validation_splits()     ESC-50's official 5-fold protocol
+    cross_validation_splits()     the k-fold protocol (ESC-50's official one at k = 5)
+    fit_clip(samples, n)          crop/pad a clip to n samples: the one rule, in training and serving
 
-Getting ESC-50 onto the disk is core/esc50_download.py's job; turning clips
-into log-mel batches is core/feature_cache.py's.
+Getting ESC-50 onto the disk is core/esc50_download.py's job, reading a
+dataset of your own (class subfolders, labels.csv) core/custom_datasets.py's;
+turning clips into log-mel batches is core/feature_cache.py's.
 """
 
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,17 +42,40 @@ class Clip:
     esc10: bool = False
 
 
+def fit_clip(samples: np.ndarray, length: int) -> np.ndarray:
+    """(n,) float32 -> (length,) float32: the first `length` samples, zero-padded at the end when short.
+
+    The one crop/pad rule: training applies it to every clip (Dataset.load_samples)
+    and serving to what the model classifies (core.inference, from the
+    checkpoint's `clip_seconds`), so both see clips the same way.
+    """
+    out = np.zeros(length, dtype=np.float32)
+    n = min(len(samples), length)
+    out[:n] = samples[:n]
+    return out
+
+
 @dataclass(frozen=True)
-class ESC50:
-    """A checked ESC-50 folder. `classes[target]` is the category name; clips are in CSV order."""
+class Dataset:
+    """A checked dataset. `classes[target]` is the class name; clips are in listing order.
+
+    `layout` is "esc50", "folders" or "labels.csv"; `audio_dir` the folder that
+    clip filenames are relative to; `folds` the fold numbers present (1..k);
+    `split` says where the folds came from ("esc50", "labels.csv" or the seeded
+    stratified split core.custom_datasets made).
+    """
 
     root: Path
     clips: tuple[Clip, ...]
     classes: tuple[str, ...]
     clip_samples: int          # every clip is padded (zeros) or cut to this many samples at 44.1 kHz
+    layout: str = "esc50"
+    audio_dir: Path | None = None
+    folds: tuple[int, ...] = FOLDS
+    split: dict = field(default_factory=lambda: {"method": "esc50"}, hash=False, compare=False)
 
     def path(self, clip: Clip) -> Path:
-        return self.root / "audio" / clip.filename
+        return (self.audio_dir or self.root / "audio") / clip.filename
 
     def indices(self, folds) -> list[int]:
         folds = {int(f) for f in folds}
@@ -65,10 +90,12 @@ class ESC50:
         try:
             x = decode_audio(self.path(clip).read_bytes(), max_seconds=None).samples
         except (AudioError, OSError) as err:
-            raise DatasetError(f"audio/{clip.filename} cannot be decoded: {err}") from None
-        out = np.zeros(self.clip_samples, dtype=np.float32)
-        out[: min(len(x), self.clip_samples)] = x[: self.clip_samples]
-        return out
+            shown = f"audio/{clip.filename}" if self.layout == "esc50" else clip.filename
+            raise DatasetError(f"{shown} cannot be decoded: {err}") from None
+        return fit_clip(x, self.clip_samples)
+
+
+ESC50 = Dataset  # the name this class had while ESC-50 was the only layout
 
 
 @dataclass(frozen=True)
@@ -84,11 +111,12 @@ class Split:
     train_folds: tuple[int, ...] = (1, 2, 3, 4)
     val_fold: int = 5
     test_fold: int | None = None
+    folds: int = 5             # the dataset's folds are 1..folds
 
     def __post_init__(self):
         used = [*self.train_folds, self.val_fold] + ([self.test_fold] if self.test_fold else [])
-        if any(f not in FOLDS for f in used):
-            raise DatasetError(f"Folds are 1-5; got train {list(self.train_folds)}, "
+        if any(not 1 <= f <= self.folds for f in used):
+            raise DatasetError(f"Folds are 1-{self.folds}; got train {list(self.train_folds)}, "
                                f"val {self.val_fold}, test {self.test_fold}.")
         if len(set(used)) != len(used) or not self.train_folds:
             raise DatasetError(f"Train folds {list(self.train_folds)}, validation fold {self.val_fold} "
@@ -99,9 +127,10 @@ class Split:
         return "holdout" if self.test_fold else "fixed-schedule"
 
 
-def cross_validation_splits() -> list[Split]:
-    """ESC-50's official 5-fold protocol: each fold is validated on once, trained on four times."""
-    return [Split(tuple(f for f in FOLDS if f != k), k) for k in FOLDS]
+def cross_validation_splits(folds: int = 5) -> list[Split]:
+    """k-fold protocol (ESC-50's official one at 5): each fold is validated on once, trained on k-1 times."""
+    every = range(1, folds + 1)
+    return [Split(tuple(f for f in every if f != k), k, folds=folds) for k in every]
 
 
 # -- metadata and checks ----------------------------------------------------------------
@@ -148,12 +177,15 @@ def read_metadata(root: str | Path) -> list[Clip]:
     return clips
 
 
-def load_dataset(root: str | Path, num_classes: int = 50, check_audio: bool = True) -> ESC50:
+def load_dataset(root: str | Path, num_classes: int | None = None, check_audio: bool = True,
+                 clip_seconds: float | None = None) -> Dataset:
     """Read and check an ESC-50 folder before any training starts.
 
-    Checks: the CSV (see read_metadata), targets 0..num_classes-1 all present with
-    one name each, every fold non-empty, and (check_audio) every listed file
-    present and readable as audio. The first problem found raises DatasetError.
+    Checks: the CSV (see read_metadata), targets 0..n-1 all present with one
+    name each (n = num_classes when given, else however many the CSV names),
+    every fold non-empty, and (check_audio) every listed file present and
+    readable as audio. The first problem found raises DatasetError. Clips are
+    cut/padded to `clip_seconds` (None: the longest clip, at most 5 s).
     """
     root = Path(root)
     clips = read_metadata(root)
@@ -163,6 +195,10 @@ def load_dataset(root: str | Path, num_classes: int = 50, check_audio: bool = Tr
             raise DatasetError(f"meta/esc50.csv names target {clip.target} both "
                                f"{names[clip.target]!r} and {clip.category!r}.")
     targets = sorted(names)
+    if num_classes is None and targets != list(range(len(targets))):
+        raise DatasetError(f"meta/esc50.csv has targets {targets[0]}-{targets[-1]} with gaps: targets must be "
+                           f"0-{len(targets) - 1}, one per class.")
+    num_classes = len(targets) if num_classes is None else num_classes
     if targets != list(range(num_classes)):
         raise DatasetError(
             f"meta/esc50.csv has {len(targets)} classes (targets {targets[0]}-{targets[-1]}) "
@@ -184,4 +220,19 @@ def load_dataset(root: str | Path, num_classes: int = 50, check_audio: bool = Tr
             if info.frames <= 0:
                 raise DatasetError(f"audio/{clip.filename} holds no samples.")
             longest = max(longest, round(info.frames * SAMPLE_RATE / info.samplerate))
-    return ESC50(root, tuple(clips), tuple(names[t] for t in targets), longest or 5 * SAMPLE_RATE)
+    return Dataset(root, tuple(clips), tuple(names[t] for t in targets), clip_length(longest, clip_seconds))
+
+
+DEFAULT_CLIP_SECONDS = 5.0
+
+
+def clip_length(longest: int, clip_seconds: float | None = None) -> int:
+    """Samples every clip is cut/padded to: `clip_seconds`, else the longest clip capped at 5 s.
+
+    A dataset of 1 s clips trains on 1 s (no padding to burn compute on); one
+    of long recordings on their first 5 s (ESC-50's length, the seed's window).
+    """
+    if clip_seconds:
+        return max(1, round(clip_seconds * SAMPLE_RATE))
+    cap = round(DEFAULT_CLIP_SECONDS * SAMPLE_RATE)
+    return min(longest, cap) if longest else cap

@@ -32,7 +32,7 @@ from torch import nn
 
 from core.atomic_write import atomic_write
 from core.audio import SAMPLE_RATE
-from core.datasets import ESC50, Split
+from core.datasets import Dataset, Split
 
 STEP_MEANING = "one scalar point per epoch; step = epoch number, starting at 1"
 
@@ -182,12 +182,13 @@ def read_json(path: str | Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def config_json(config: dict, data: ESC50, split: Split, environment: dict, previous: dict,
-                resumed_at: tuple[int, int] | None = None) -> dict:
+def config_json(config: dict, data: Dataset, split: Split, environment: dict, previous: dict,
+                resumed_at: tuple[int, int] | None = None, parent: dict | None = None) -> dict:
     """config.json: every hyperparameter (TrainConfig.to_dict), the data and split, where it ran.
 
     `previous` is the config.json being replaced (on a resume): its creation
-    time and resumes are kept and this resume (epoch, batch) is added.
+    time and resumes are kept and this resume (epoch, batch) is added. `parent`
+    is a fine-tuned run's lineage record (core.fine_tune), kept across resumes.
     """
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     resumes = list(previous.get("resumes", []))
@@ -198,9 +199,11 @@ def config_json(config: dict, data: ESC50, split: Split, environment: dict, prev
         "step": STEP_MEANING,
         "protocol": split.protocol,
         "data": {
-            "root": str(data.root), "clips": len(data.clips), "classes": list(data.classes),
+            "root": str(data.root), "layout": data.layout, "clips": len(data.clips),
+            "classes": list(data.classes),  # sorted names for your own data; index = output unit
             "clip_seconds": data.clip_samples / SAMPLE_RATE,
-            "clips_per_fold": {f"fold-{f}": len(data.indices([f])) for f in range(1, 6)},
+            "split": data.split,            # where the folds came from (a stratified split: seed, k, file)
+            "clips_per_fold": {f"fold-{f}": len(data.indices([f])) for f in data.folds},
             "train_clips": len(data.indices(split.train_folds)),
             "val_clips": len(data.indices([split.val_fold])),
             "test_clips": len(data.indices([split.test_fold])) if split.test_fold else 0,
@@ -208,6 +211,7 @@ def config_json(config: dict, data: ESC50, split: Split, environment: dict, prev
         "environment": environment | {"torch": torch.__version__, "python": sys.version.split()[0]},
         "created_at": previous.get("created_at", now),
         "resumes": resumes,
+        "parent": parent or previous.get("parent"),
     }
 
 

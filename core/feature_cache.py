@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from core.atomic_write import atomic_open, atomic_write
-from core.datasets import ESC50
+from core.datasets import Clip, Dataset
 from core.features import FeatureConfig, LogMel
 
 
@@ -38,7 +38,7 @@ def cache_key(config: FeatureConfig, clip_samples: int) -> str:
 class CachedFeatures:
     """All clips' log-mels in memory, (clips, n_mels, frames) float16, built once into a disk cache."""
 
-    def __init__(self, dataset: ESC50, config: FeatureConfig, cache_dir: str | Path | None = None,
+    def __init__(self, dataset: Dataset, config: FeatureConfig, cache_dir: str | Path | None = None,
                  device: torch.device | str = "cpu", progress: bool = True, batch_size: int = 32):
         self.config = config
         cache_dir = Path(cache_dir) if cache_dir else dataset.root / ".feature-cache"
@@ -46,7 +46,7 @@ class CachedFeatures:
         self.folder.mkdir(parents=True, exist_ok=True)
         atomic_write(self.folder / "features.json", json.dumps(
             {"features": _raw_db(config).to_dict(), "clip_samples": dataset.clip_samples}, indent=2))
-        paths = [self.folder / (Path(c.filename).stem + ".npy") for c in dataset.clips]
+        paths = [self.folder / cache_name(c) for c in dataset.clips]
         missing = [i for i, p in enumerate(paths) if not p.is_file()]
         logmel = LogMel(_raw_db(config)).to(device)
         for start in tqdm(range(0, len(missing), batch_size), desc="feature cache",
@@ -72,7 +72,7 @@ class CachedFeatures:
 class AudioFeatures:
     """Decode and compute each batch from the audio files (no cache): the slow path, for comparison."""
 
-    def __init__(self, dataset: ESC50, config: FeatureConfig, device: torch.device | str = "cpu"):
+    def __init__(self, dataset: Dataset, config: FeatureConfig, device: torch.device | str = "cpu"):
         self.dataset = dataset
         self.device = torch.device(device)
         self.logmel = LogMel(config).to(self.device)
@@ -81,6 +81,14 @@ class AudioFeatures:
         waves = np.stack([self.dataset.load_samples(int(i)) for i in indices])
         with torch.no_grad():
             return self.logmel(torch.from_numpy(waves).to(self.device))
+
+
+def cache_name(clip: Clip) -> str:
+    """The cache file of a clip: ESC-50's flat names as before; "dog/1.wav" and "cat/1.wav" kept apart."""
+    if "/" not in clip.filename:
+        return Path(clip.filename).stem + ".npy"
+    digest = hashlib.sha256(clip.filename.encode()).hexdigest()[:10]
+    return f"{Path(clip.filename).stem[:80]}-{digest}.npy"
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

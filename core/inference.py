@@ -71,7 +71,10 @@ class Predictor:
     """
 
     def __init__(self, model: AudioCNN, feature_config: FeatureConfig, classes: list[str],
-                 info: ModelInfo, device: str | torch.device | None = None):
+                 info: ModelInfo, device: str | torch.device | None = None, clip_seconds: float | None = None):
+        # Clips shorter than the training clips are zero-padded to their length, as training padded
+        # them (core.datasets.fit_clip); longer ones are classified whole, with per-window results.
+        self.clip_samples = round(clip_seconds * SAMPLE_RATE) if clip_seconds else None
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         self.features = LogMel(feature_config).to(self.device)
@@ -90,7 +93,9 @@ class Predictor:
         name = ckpt.meta.get("run_name") or Path(path).parent.name or Path(path).stem
         info = ModelInfo(name=f"AudioCNN ({name})", checkpoint_id=ckpt.id, trained=True,
                          num_classes=len(ckpt.classes), meta=ckpt.meta)
-        return cls(ckpt.build_model(), ckpt.feature_config, ckpt.classes, info, device)
+        clip_seconds = ckpt.meta.get("clip_seconds")
+        clip_seconds = float(clip_seconds) if isinstance(clip_seconds, (int, float)) and 0 < clip_seconds <= 60 else None
+        return cls(ckpt.build_model(), ckpt.feature_config, ckpt.classes, info, device, clip_seconds)
 
     @classmethod
     def untrained(cls, seed: int = 0, device: str | None = None,
@@ -108,7 +113,8 @@ class Predictor:
             calibrate_batchnorm(model, LogMel(FeatureConfig()))
         info = ModelInfo(name="AudioCNN (untrained)", checkpoint_id=None, trained=False,
                          num_classes=model_config.num_classes)
-        return cls(model, FeatureConfig(), list(CLASSES[: model_config.num_classes]), info, device)
+        names = [*CLASSES, *(f"class_{i}" for i in range(len(CLASSES), model_config.num_classes))]
+        return cls(model, FeatureConfig(), names[: model_config.num_classes], info, device)
 
     @classmethod
     def from_settings(cls, settings: Settings, checkpoint: str | Path | None = None,
@@ -179,8 +185,9 @@ class Predictor:
         """Analyse one clip: (n,) float32 mono at 44.1 kHz."""
         t0 = time.perf_counter()
         wave = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)).to(self.device)
+        model_input = self._padded(wave)
         with torch.inference_mode():
-            spec = self.features(wave)                       # (1, n_mels, frames)
+            spec = self.features(model_input)                # (1, n_mels, frames)
             t1 = time.perf_counter()
             capture = feature_maps != "none" or channels_of is not None
             logits, captured = self._forward(spec.unsqueeze(1), capture)
@@ -218,7 +225,7 @@ class Predictor:
         for indices in by_length.values():
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start : start + batch_size]
-                batch = torch.from_numpy(np.stack([clips[i] for i in chunk]).astype(np.float32))
+                batch = self._padded(torch.from_numpy(np.stack([clips[i] for i in chunk]).astype(np.float32)))
                 for i, probs in zip(chunk, self.probabilities(batch), strict=True):
                     results[i] = self._top_k(probs, top_k)
         return results  # type: ignore[return-value]
@@ -250,7 +257,7 @@ class Predictor:
         }
 
     def class_table(self) -> list[dict]:
-        """What GET /classes answers: index, name and ESC-50 category of every output."""
+        """What GET /classes answers: index, name and ESC-50 category ("unknown" for other names) of every output."""
         return [{"index": i, "name": c, "category": category_of(c)} for i, c in enumerate(self.classes)]
 
     def layers(self) -> list[dict]:
@@ -262,6 +269,12 @@ class Predictor:
         return self._layers
 
     # -- pieces ---------------------------------------------------------------------
+
+    def _padded(self, wave: torch.Tensor) -> torch.Tensor:
+        """(..., n) -> (..., max(n, clip_samples)): a short clip zero-padded as training padded it."""
+        if self.clip_samples is None or wave.shape[-1] >= self.clip_samples:
+            return wave
+        return torch.nn.functional.pad(wave, (0, self.clip_samples - wave.shape[-1]))
 
     def _forward(self, x: torch.Tensor, capture: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """x (batch, 1, n_mels, frames) -> logits (batch, classes), captured maps (or {})."""

@@ -39,6 +39,12 @@ def category_of(class_name: str) -> str:
     return _CATEGORY_OF.get(class_name, "unknown")
 
 
+def is_esc50(class_name: str) -> bool:
+    """Whether a class name is one of ESC-50's (only those have a category to show)."""
+    return class_name in _CATEGORY_OF
+
+
 def pretty(class_name: str) -> str:
-    """Display form of a class name: "sea_waves" -> "Sea waves"."""
-    return class_name.replace("_", " ").capitalize()
+    """Display form of a class name: "sea_waves" -> "Sea waves", "MotorA_idle" -> "MotorA idle"."""
+    text = class_name.replace("_", " ")
+    return text[:1].upper() + text[1:]

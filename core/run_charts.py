@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from altair.utils.core import sanitize_pandas_dataframe
 
-from core.labels import CATEGORIES, CLASSES, category_of, pretty
+from core.labels import CATEGORIES, CLASSES, category_of, is_esc50, pretty
 from core.runs import with_smoothing, with_time_columns
 
 X_AXES = {  # x choice -> (field type, axis title)
@@ -196,8 +196,9 @@ def per_class_chart(accuracy: Mapping[str, float] | Sequence[float],
     return alt.Chart(_inline(bars)).mark_bar().encode(
         x=alt.X("accuracy:Q", title="accuracy"),
         y=alt.Y("class:N", sort=list(bars["class"]), title=None, axis=alt.Axis(labelOverlap=False)),  # every class
-        color=alt.Color("category:N", scale=alt.Scale(domain=_categories(bars["category"])),
-                        legend=alt.Legend(orient="bottom", columns=2, labelLimit=300)),
+        color=(alt.Color("category:N", scale=alt.Scale(domain=_categories(bars["category"])),
+                         legend=alt.Legend(orient="bottom", columns=2, labelLimit=300))
+               if any(is_esc50(name) for name, _ in pairs) else alt.value("#4c78a8")),  # your own classes
         tooltip=["class:N", "category:N", alt.Tooltip("accuracy:Q", format=".3~g")],
     ).properties(title="Per-class accuracy", height=alt.Step(16))
 

@@ -30,14 +30,19 @@ def opt(default: Any, help: str, flag: str | None = None) -> Any:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    # data: ESC-50 in data_dir (downloaded once if missing), folds, feature cache
-    data_dir: str = opt("data", "dataset folder (ESC-50 layout; downloaded into it if missing)")
+    # data: ESC-50 in data_dir (downloaded once if missing) or your own (core.custom_datasets), folds, cache
+    data_dir: str = opt("data", "dataset folder: ESC-50 (downloaded into it if missing), class subfolders "
+                                "(DIR/<class>/*.wav), or DIR/labels.csv (filename,label[,fold])")
     data_url: str = opt(ESC50_URL, "where ESC-50's archive is downloaded from")
     data_sha256: str | None = opt(None, "pin the archive's sha256")
     download: bool = opt(True, "fail instead of downloading ESC-50")
     train_folds: tuple[int, ...] = opt((1, 2, 3, 4), "folds that train")
     val_fold: int = opt(5, "the fold that selects best.pt")
     test_fold: int | None = opt(None, "a held-out fold to report (the holdout protocol); 0 or unset: none")
+    folds: int = opt(5, "folds of the seeded stratified split made for data without folds")
+    split_seed: int = opt(0, "seed of that split (written to the run's split.csv)")
+    clip_seconds: float | None = opt(None, "crop/pad every clip to this many seconds, in training and serving "
+                                           "(default: 5, or the longest clip when all are shorter)")
     feature_cache: bool = opt(True, "decode audio every epoch (slow)", flag="--no-cache")
     cache_dir: str | None = opt(None, "feature cache folder (default: <dataset>/.feature-cache)")
     # where the run goes
@@ -55,7 +60,11 @@ class TrainConfig:
     mixup_prob: float = opt(0.3, "share of batches mixed up")
     freq_mask: int = opt(30, "SpecAugment: widest frequency mask (mel bins)")
     time_mask: int = opt(80, "SpecAugment: widest time mask (frames)")
-    model: ModelConfig = field(default=ModelConfig())
+    # fine-tuning (core.fine_tune)
+    init_from: str | None = opt(None, "start from this checkpoint (ours or the seed's best_model.pth); a new "
+                                      "classifier head when its classes differ")
+    freeze_stages: int = opt(0, "keep the first N stages fixed (1 = the stem, 2 = the stem and layer2, ...)")
+    model: ModelConfig = field(default=ModelConfig(num_classes=0))  # 0 classes: as many as the data has
     features: FeatureConfig = field(default=FeatureConfig())
     # how it runs
     seed: int = opt(0, "seed of the data order, augmentations, dropout and initial weights")
@@ -81,7 +90,7 @@ class TrainConfig:
 
     @property
     def split(self) -> Split:
-        return Split(tuple(self.train_folds), self.val_fold, self.test_fold or None)
+        return Split(tuple(self.train_folds), self.val_fold, self.test_fold or None, folds=self.folds)
 
 
 # Fields a resumed run takes from the caller; every other one comes from last.pt.
@@ -89,7 +98,7 @@ RUNTIME_FIELDS = ("data_dir", "data_url", "data_sha256", "download", "feature_ca
                   "runs_dir", "device", "amp", "channels_last", "eval_batch_size", "progress")
 
 MODEL_HELP = {
-    "num_classes": "classifier outputs (the dataset's class count)",
+    "num_classes": "classifier outputs; 0: the dataset's class count",
     "stem_channels": "channels of the 7x7 stem",
     "widths": "channels of each residual stage",
     "depths": "blocks in each residual stage",
@@ -114,7 +123,8 @@ def _add(group, name: str, dest: str, kind: Any, default: Any, help: str, flag: 
         else:
             group.add_argument(flag, dest=dest, action="store_true", help=help)
         return
-    parse = {int: int, float: float, str: str, tuple[int, ...]: _ints, int | None: int, str | None: str}[kind]
+    parse = {int: int, float: float, str: str, tuple[int, ...]: _ints, int | None: int, str | None: str,
+             float | None: float}[kind]
     if default not in (None, ""):
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         help = f"{help} (default: {shown})"

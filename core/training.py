@@ -53,12 +53,15 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 from tqdm import tqdm
 
+from core.atomic_write import atomic_write
+from core.audio import SAMPLE_RATE
 from core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from core.datasets import cross_validation_splits, load_dataset
-from core.esc50_download import prepare
+from core.custom_datasets import open_dataset, split_csv
+from core.datasets import Dataset, DatasetError, Split, cross_validation_splits
 from core.evaluation import config_json, cv_summary, evaluate, read_json, summary_json, write_json
 from core.feature_cache import AudioFeatures, CachedFeatures
 from core.features import mixup, spec_augment
+from core.fine_tune import FineTuneError, describe, freeze_stages, hold_frozen, load_parent, start_from
 from core.model import AudioCNN, count_parameters
 from core.runs import flatten
 from core.train_config import RUNTIME_FIELDS, TrainConfig
@@ -115,15 +118,41 @@ class Progress:
         return cls(d["epoch"], d["batch"], d.get("permutation"), dict(d["sums"]), d.get("best"), d.get("last_val"))
 
 
+def open_data(config: TrainConfig, report=print) -> Dataset:
+    """The run's dataset, any layout (core.custom_datasets), checked; `report` gets the check's table."""
+    return open_dataset(config.data_dir, folds=config.folds, split_seed=config.split_seed,
+                        clip_seconds=config.clip_seconds, num_classes=config.model.num_classes or None,
+                        url=config.data_url, sha256=config.data_sha256, download=config.download,
+                        progress=config.progress, report=report)
+
+
+def run_split(config: TrainConfig, data: Dataset) -> Split:
+    """The folds config names, checked against the folds the data has."""
+    k = max(data.folds)
+    try:
+        return Split(tuple(config.train_folds), config.val_fold, config.test_fold or None, folds=k)
+    except DatasetError as err:
+        raise DatasetError(f"{err} This dataset has folds 1-{k}: pass e.g. --train-folds "
+                           f"{','.join(map(str, range(1, k)))} --val-fold {k}.") from None
+
+
 class Job:
     """One run's working parts; built (and the data checked) before any run folder exists."""
 
     def __init__(self, config: TrainConfig, cv: bool = False):
+        self.data = open_data(config)
+        self.parent = None
+        if config.init_from:  # fine-tuning: the parent's architecture with this data's classes
+            try:
+                self.parent, model = load_parent(config.init_from, self.data.classes, config.model.dropout)
+            except FineTuneError as err:
+                raise TrainingError(str(err)) from None
+            config = replace(config, model=model)
+        elif config.model.num_classes == 0:  # as many outputs as the data has classes
+            config = replace(config, model=replace(config.model, num_classes=len(self.data.classes)))
         self.config, self.cv = config, cv
         self.run_dir = Path(config.runs_dir) / config.run_name
-        self.split = config.split
-        root = prepare(config.data_dir, config.data_url, config.data_sha256, config.download, config.progress)
-        self.data = load_dataset(root, config.model.num_classes)
+        self.split = run_split(config, self.data)
         self.device = pick_device(config.device)
         cuda = self.device.type == "cuda"
         self.use_amp, self.channels_last = config.amp and cuda, config.channels_last and cuda
@@ -148,10 +177,21 @@ class Job:
         torch.manual_seed(config.seed)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        self.model = AudioCNN(config.model).to(self.device)
+        self.model = AudioCNN(config.model)
+        self.lineage = None  # a resumed run's weights then come from last.pt; the lineage from config.json
+        if self.parent is not None:
+            self.lineage = start_from(self.model, self.parent, self.data.classes, config.init_from)
+        try:
+            self.frozen = freeze_stages(self.model, config.freeze_stages)
+        except FineTuneError as err:
+            raise TrainingError(str(err)) from None
+        if self.lineage is not None:
+            self.lineage["frozen_stages"] = self.frozen
+        self.model = self.model.to(self.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
             self.optimizer, max_lr=config.max_lr, epochs=config.epochs, steps_per_epoch=self.steps_per_epoch,
             pct_start=config.pct_start)
@@ -195,7 +235,9 @@ class Job:
                        "model_parameters": count_parameters(self.model)}
         write_json(self.run_dir / "config.json",
                    config_json(self.config.to_dict(), self.data, self.split, environment, previous,
-                               resumed_at=(p.epoch, p.batch) if resumed else None))
+                               resumed_at=(p.epoch, p.batch) if resumed else None, parent=self.lineage))
+        if self.data.layout != "esc50":  # the folds this run trained on, reproducible from the file
+            atomic_write(self.run_dir / "split.csv", split_csv(self.data))
         # purge_step: should a previous process have logged epochs after its last.pt, TensorBoard drops them.
         self.writer = SummaryWriter(str(self.run_dir), purge_step=p.epoch if resumed else None)
         hp = {k: (str(v) if isinstance(v, (list, tuple)) or v is None else v)
@@ -215,6 +257,16 @@ class Job:
         write_json(self.run_dir / "summary.json", summary)
         return summary
 
+    def announce(self, resumed: bool) -> None:
+        """Say on the console what starts: a continued run, or a new one (and a fine-tune's parent)."""
+        name, p = self.config.run_name, self.progress
+        if resumed:
+            print(f"continuing run {name!r} from last.pt: epoch {p.epoch}, batch {p.batch}", flush=True)
+            return
+        if self.lineage is not None:
+            print(describe(self.lineage, self.data.classes), flush=True)
+        print(f"starting run {name!r}: {self.config.epochs} epochs", flush=True)
+
     # -- the steps ------------------------------------------------------------------------
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -232,6 +284,7 @@ class Job:
             p.permutation = torch.randperm(len(self.train_idx), generator=self.generator)
             p.sums = _fresh_sums()
         self.model.train()
+        hold_frozen(self.model, self.frozen)
         bar = tqdm(total=self.steps_per_epoch, initial=p.batch, desc=f"epoch {p.epoch}/{config.epochs}",
                    leave=False, disable=not config.progress, file=sys.stderr)
         started = time.perf_counter()
@@ -280,14 +333,21 @@ class Job:
         test = self.evaluate(self.test_idx).to_dict(classes) if self.test_idx is not None else None
         meta = {"run_name": self.config.run_name, "epoch": p.epoch, "val_accuracy": val.accuracy,
                 "val_fold": split.val_fold, "protocol": split.protocol,
-                "test_accuracy": test["accuracy"] if test else None}
+                "test_accuracy": test["accuracy"] if test else None, **self.checkpoint_meta()}
         checkpoint_id = save_checkpoint(self.run_dir / "best.pt", self.model, self.config.features, classes, meta)
         p.best = {"epoch": p.epoch, "val": p.last_val, "test": test, "checkpoint_id": checkpoint_id}
+
+    def checkpoint_meta(self) -> dict:
+        """What every checkpoint of the run carries for serving and lineage: its clip length, its parent."""
+        parent = read_json(self.run_dir / "config.json").get("parent") or self.lineage or {}
+        return {"clip_seconds": self.data.clip_samples / SAMPLE_RATE,
+                "parent_checkpoint_id": parent.get("checkpoint_id")}
 
     def save_last(self) -> None:
         """last.pt: the weights and everything `restore` needs to continue from exactly here."""
         p = self.progress
-        meta = {"run_name": self.config.run_name, "epoch": p.epoch - 1, "val_fold": self.split.val_fold}
+        meta = {"run_name": self.config.run_name, "epoch": p.epoch - 1, "val_fold": self.split.val_fold,
+                **self.checkpoint_meta()}
         extra = self.state_dict()
         if p.batch == 0:
             extra["permutation"] = None  # a new epoch draws its order when it starts
@@ -355,16 +415,13 @@ def train(config: TrainConfig, resume: bool = False, stop: threading.Event | Non
         config = replace(saved, **{k: getattr(config, k) for k in RUNTIME_FIELDS})
 
     job = Job(config, cv)  # everything that can be wrong with the data fails here
+    config = job.config     # with the class count (and a parent's architecture) filled in
     if last is not None:
         job.restore(last.model_state, last.extra)
     else:  # a new run, one that never saved a last.pt, or a finished one to overwrite: clean
         _clear_run(run_dir)
     job.open_run(resumed=last is not None)
-    if last is not None:
-        print(f"continuing run {config.run_name!r} from last.pt: epoch {job.progress.epoch}, "
-              f"batch {job.progress.batch}", flush=True)
-    else:
-        print(f"starting run {config.run_name!r}: {config.epochs} epochs", flush=True)
+    job.announce(resumed=last is not None)
     status = "finished"
     try:
         with _stop_on_signals(stop or threading.Event()) as stop:
@@ -401,7 +458,7 @@ def train(config: TrainConfig, resume: bool = False, stop: threading.Event | Non
 
 
 # The files a run writes; clearing a run removes these and nothing else a user may have put there.
-RUN_FILES = ("last.pt", "best.pt", "config.json", "events.out.tfevents.*", "summary.json")  # summary.json last
+RUN_FILES = ("last.pt", "best.pt", "config.json", "split.csv", "events.out.tfevents.*", "summary.json")  # summary.json last
 
 
 def run_status(run_dir: Path) -> str | None:
@@ -451,8 +508,7 @@ def cross_validate(config: TrainConfig, resume: bool = False, stop: threading.Ev
         if not overwrite:
             raise TrainingError(f"Cross-validation run {config.run_name!r} in {parent.parent} is finished: pass "
                                 "--overwrite to train its five folds again from scratch, or pick another --run-name.")
-        load_dataset(prepare(config.data_dir, config.data_url, config.data_sha256, config.download, config.progress),
-                     config.model.num_classes)  # the data checks out before a finished run is deleted
+        open_data(config, report=None)  # the data checks out before a finished run is deleted
         for fold_dir in sorted(parent.glob("fold-*")):
             _clear_run(fold_dir)
         (parent / "cv_summary.json").unlink()
@@ -461,7 +517,7 @@ def cross_validate(config: TrainConfig, resume: bool = False, stop: threading.Ev
                             "has a last.pt.")
     folds: dict[str, float | None] = {}
     status = "finished"
-    for split in cross_validation_splits():
+    for split in cross_validation_splits(max(open_data(config, report=None).folds)):
         fold_config = replace(config, run_name=f"{config.run_name}/fold-{split.val_fold}",
                               train_folds=split.train_folds, val_fold=split.val_fold, test_fold=None)
         summary = read_json(parent / f"fold-{split.val_fold}" / "summary.json")

@@ -43,7 +43,7 @@ def thresholds_editor(classes: list[str]) -> dict[str, float]:
 
 
 try:
-    classes = _classes(backend, backend.name)
+    classes = _classes(backend, f"{backend.name}#{id(backend)}")  # per backend: the sidebar may switch models
 except BackendError as err:
     ui.show_error(err)
     st.stop()

@@ -9,8 +9,8 @@ import streamlit as st
 
 from core import clip_charts
 from core.client import BackendError
-from core.labels import pretty
-from pages import ui
+from core.labels import is_esc50, pretty
+from pages import model_choice, ui
 
 st.title("Predict")
 top_k = st.slider("Classes to show", 1, 10, 3, key="top_k", bind="query-params")
@@ -49,7 +49,8 @@ with results:
         st.audio(data, format=ui.audio_mime(data))
         ui.untrained_warning(analysis.model)
         st.altair_chart(clip_charts.predictions_chart(analysis.predictions, analysis.model.trained), width="stretch")
-        st.markdown("  \n".join(f"{i}. **{pretty(p.label)}** {p.confidence:.1%} ({p.category})"
+        st.markdown("  \n".join(f"{i}. **{pretty(p.label)}** {p.confidence:.1%}"
+                                 + (f" ({p.category})" if is_esc50(p.label) else "")
                                  for i, p in enumerate(analysis.predictions, 1)))
         st.caption(f"Clip `{clip}`: {analysis.duration:.2f} s, analysed by {analysis.model.name} "
                    f"in {analysis.timing_ms.get('total', 0):.0f} ms")
@@ -61,3 +62,4 @@ if analysis is not None:
         st.subheader("Timeline")
         st.altair_chart(clip_charts.timeline_chart(analysis.windows, analysis.duration, analysis.model.trained),
                         width="stretch")
+    model_choice.compare_panel(ui.settings(), clip, ui.clip_bytes(clip) or b"", analysis, options)

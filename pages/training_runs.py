@@ -16,7 +16,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from core import run_charts
+from core import lineage, run_charts
 from core.labels import CLASSES
 from core.modal_commands import fetch_run, train_on_modal
 from core.run_filter import FilterError, filter_names
@@ -192,3 +192,8 @@ else:
                    f"{(summary.get('evaluation') or {}).get('selection_fold', '?')}, categories from ESC-50.")
     except (ValueError, TypeError, KeyError) as err:
         ui.show_error(f"summary.json of `{name}` has no usable per-class results ({err}).")
+
+chains = [c for c in (lineage.chain(root, n) for n in selected) if len(c) > 1]
+if chains:  # fine-tuned runs (--init-from): where each one started
+    st.subheader("Lineage")
+    st.markdown("  \n".join(lineage.markdown(c) for c in chains))

@@ -105,15 +105,23 @@ def settings() -> Settings:
         st.stop()
 
 
-@st.cache_resource(show_spinner="Loading the model...")
+@st.cache_resource(show_spinner="Loading the model...", max_entries=4)  # a few models chosen at once, not every run
 def _backend(s: Settings) -> Backend:
     return make_backend(s)
 
 
+def cached_backend(s: Settings) -> Backend:
+    """The backend these settings build, once per process (raises BackendError)."""
+    return _backend(s)
+
+
 def backend() -> Backend:
-    """The configured backend (endpoint, or the in-process model), one per process and settings."""
+    """The configured backend (endpoint, or the in-process model; the sidebar may choose the run), one per
+    process and settings."""
+    from pages import model_choice
+
     try:
-        return _backend(settings())
+        return _backend(model_choice.apply(settings()))
     except (OSError, BackendError) as err:
         st.error(f"Could not start the inference backend: {err}", icon=":material/error:")
         st.stop()
@@ -127,7 +135,7 @@ def _health(_b: Backend, name: str) -> Health:
 def health() -> Health:
     """The backend's health, re-checked at most every 20 s (the sidebar shows it on every rerun)."""
     b = backend()
-    return _health(b, b.name)
+    return _health(b, f"{b.name}#{id(b)}")  # per backend object: the sidebar may switch the model
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
@@ -176,6 +184,11 @@ def analyze(data: bytes, **options: Any) -> tuple[str, Analysis]:
     result = _analyze(b, f"{b.name}#{id(b)}", key, tuple(sorted(options.items())), data)
     clip_store().put(data)
     return key, result
+
+
+def cached_analysis(b: Backend, clip: str, data: bytes, options: dict) -> Analysis:
+    """`data` (clip hash `clip`) analysed by backend `b`, cached like analyze(); raises BackendError."""
+    return _analyze(b, f"{b.name}#{id(b)}", clip, tuple(sorted(options.items())), data)
 
 
 def analysis_of(clip: str, **options: Any) -> Analysis | None:
@@ -350,3 +363,15 @@ def _provider(auth: Mapping[str, Any]) -> str | None:
     if auth.get("client_id"):
         return None
     return next((name for name, value in auth.items() if isinstance(value, Mapping)), None)
+
+
+@st.cache_data(ttl=60, show_spinner="Comparing model variants...")
+def _model_variants(runs_dir: str, measure: bool) -> list[dict]:
+    from core.model_variants import compare
+
+    return compare(runs_dir, measure=measure)
+
+
+def model_variants(measure: bool = False) -> list[dict]:
+    """The Architecture page's preset comparison (core.model_variants), cached for a minute."""
+    return _model_variants(str(settings().runs_dir), measure)

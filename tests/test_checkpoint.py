@@ -82,9 +82,10 @@ def test_random_bytes_are_refused(tmp_path):
 
 
 def test_a_foreign_torch_file_is_refused(tmp_path):
-    path = tmp_path / "seed.pth"
-    torch.save({"model_state_dict": small_model().state_dict(), "classes": NAMES}, path)
-    with pytest.raises(CheckpointError, match="not an audio-cnn checkpoint .format None"):
+    # (the seed's best_model.pth, {"model_state_dict", "classes"}, loads: tests/test_seed_checkpoint.py)
+    path = tmp_path / "other.pth"
+    torch.save({"state": small_model().state_dict(), "labels": NAMES}, path)
+    with pytest.raises(CheckpointError, match="not an audio-cnn checkpoint .format None.*keys are state, labels"):
         load_checkpoint(path)
 
 

@@ -36,6 +36,9 @@ CHANGED = {
     "device": ("--device", "cpu", "cpu"), "amp": ("--no-amp", None, False),
     "channels_last": ("--no-channels-last", None, False), "eval_batch_size": ("--eval-batch-size", "5", 5),
     "progress": ("--no-progress", None, False),
+    "folds": ("--folds", "3", 3), "split_seed": ("--split-seed", "4", 4),
+    "clip_seconds": ("--clip-seconds", "2.5", 2.5), "init_from": ("--init-from", "p.pt", "p.pt"),
+    "freeze_stages": ("--freeze-stages", "2", 2),
 }
 
 

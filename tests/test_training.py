@@ -132,7 +132,7 @@ def test_defaults_are_the_seed_recipe():
     assert (d.batch_size, d.lr, d.weight_decay, d.max_lr, d.pct_start) == (32, 5e-4, 0.01, 2e-3, 0.1)
     assert (d.label_smoothing, d.epochs, d.mixup_alpha, d.mixup_prob) == (0.1, 100, 0.2, 0.3)
     assert (d.freq_mask, d.time_mask, d.train_folds, d.val_fold) == (30, 80, (1, 2, 3, 4), 5)
-    assert d.model == ModelConfig()
+    assert d.model == ModelConfig(num_classes=0)  # the seed's network; as many outputs as the data has classes
 
 
 def test_summary_names_the_best_checkpoint_by_its_content_id(learned):
