@@ -7,11 +7,15 @@ its `?clip=`. Screenshots of every page land in artifacts/e2e/.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from audio_factory import encode
 from conftest import DEFAULT_MODEL_PARAMS
 
+from core.clip_store import clip_hash
+from core.labels import pretty
 from core.network_charts import STAGE_COLOURS
 
 from .conftest import find_colour, non_background_share, screenshot
@@ -87,9 +91,17 @@ def uploaded(chromium, app_url, tmp_path_factory):
     context.close()
 
 
-def test_an_uploaded_clip_shows_untrained_predictions_waveform_and_timeline(uploaded):
+def test_an_uploaded_clip_shows_untrained_predictions_waveform_and_timeline(uploaded, untrained_predictor):
     page, clip, lines = uploaded
-    assert len(clip) == 16 and len(lines) == 3
+    assert clip == clip_hash(demo_clip())  # the bytes arrived whole
+    # The page's model is the embedded default (the untrained seed-0 network): the same analysis
+    # in this process gives the same top 3. Two confidences closer than the kernels' round-off
+    # (another thread count adds in another order) may swap places, so the labels are compared
+    # against the top 5 and the percentages, rounded to 0.1% as shown, in order.
+    want = untrained_predictor.analyze_bytes(demo_clip(), top_k=5).predictions
+    shown = [re.fullmatch(r"(.+) (\d+\.\d)%(?: \(.+\))?", line).groups() for line in lines]
+    assert len(shown) == 3 and {label for label, _ in shown} <= {pretty(p.label) for p in want}
+    assert [pct for _, pct in shown] == [f"{p.confidence * 100:.1f}" for p in want[:3]]
     _expect()(page.get_by_text("Untrained model: these predictions are random and meaningless.")).to_be_visible()
     _expect()(page.locator("[data-testid=stAudio]")).to_be_visible()
     wait_for_charts(page, 3)  # predictions, waveform, timeline (7 s > one 5 s window)
