@@ -17,7 +17,8 @@ from conftest import DEFAULT_MODEL_PARAMS, ROOT
 from streamlit.testing.v1 import AppTest
 
 from core.client import LocalBackend
-from core.clip_store import ClipStore
+from core.clip_store import ClipStore, clip_hash
+from core.labels import pretty
 
 TIMEOUT = 120  # the first run builds the model; two shared cores
 
@@ -92,13 +93,15 @@ def test_settings_are_read_from_secrets_too(app):
     assert any("the limit is 1 s" in e for e in _texts(at, "error"))
 
 
-def test_an_upload_is_analysed_once_and_becomes_the_current_clip(app, tmp_path):
+def test_an_upload_is_analysed_once_and_becomes_the_current_clip(app, tmp_path, untrained_predictor):
     at = _upload(app.run(), wav_bytes(2.0))
     assert not at.exception
     clip = at.query_params["clip"]
-    assert at.session_state["clip"] == clip
-    assert clip in ClipStore(tmp_path / "clips")
-    assert len(_top_k(at)) == 3
+    assert at.session_state["clip"] == clip == clip_hash(wav_bytes(2.0))
+    assert ClipStore(tmp_path / "clips").get(clip) == wav_bytes(2.0)
+    # The lines are this clip's answer from this model (same process, same kernels: exact).
+    want = untrained_predictor.analyze_bytes(wav_bytes(2.0), top_k=3).predictions
+    assert _top_k(at) == [f"{i}. **{pretty(p.label)}** {p.confidence:.1%} ({p.category})" for i, p in enumerate(want, 1)]
     assert any("Untrained model: these predictions are random" in w for w in _texts(at, "warning"))
     at.run()  # an unrelated rerun: the cached analysis serves it
     assert len(CountingBackend.calls) == 1
