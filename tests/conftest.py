@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -25,12 +26,34 @@ from audio_factory import wav_bytes  # noqa: E402
 DEFAULT_MODEL_PARAMS = 21_304_050
 
 
+_PORTS = random.Random()  # its own generator: hypothesis reseeds the global one per example
+
+
 def free_port() -> int:
-    """A port free right now. Between this and the server's bind another process may take it:
-    `start_process` then sees the server exit and says so; nothing here runs tests in parallel."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port that is free now and that no outgoing connection will take before a server binds it.
+
+    A port from bind(0) is an ephemeral one: the kernel hands the same range to every outgoing
+    connection, so a test's own client could take it before the server binds it. Ports below
+    the ephemeral range are given only to those who ask for them by number.
+    """
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = _PORTS.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # someone listens there: try another
+            return port
+    raise RuntimeError(f"no free loopback port below {low}")
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default start
 
 
 def process_output(proc: subprocess.Popen) -> str:
