@@ -8,6 +8,7 @@ by the test, not by thread timing.
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -42,11 +43,15 @@ class GatedForward:
 
 
 def queued(batcher: MicroBatcher, n: int) -> None:
-    """Block until `n` requests wait in the batcher's queue."""
-    done = threading.Event()
-    while not done.wait(0.005):
-        if batcher._queue.qsize() >= n:
-            done.set()
+    """Block until `n` requests wait in the batcher's queue (the worker is held, so they stay there).
+
+    Polls: the submitting threads put their requests in whenever they run, and nothing else says
+    when they have. Fails, instead of hanging, if they have not within WAIT seconds.
+    """
+    deadline = time.monotonic() + WAIT
+    while batcher._queue.qsize() < n:
+        assert time.monotonic() < deadline, f"{batcher._queue.qsize()} of {n} requests queued after {WAIT} s"
+        time.sleep(0.005)
 
 
 def run_held(batcher: MicroBatcher, forward: GatedForward, inputs: list[tuple[torch.Tensor, bool]]):
