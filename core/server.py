@@ -161,6 +161,59 @@ async def _json_shape_problem(body: bytes) -> JsonShapeProblem | None:
     return await run_in_threadpool(json_shape_problem, body)
 
 
+# -- errors: every one is {"error": {"code", "message"}} ------------------------------------------------
+
+
+async def _api_error(_request, err: ApiError):
+    return error_response(err.status, err.code, err.message, err.headers)
+
+
+async def _audio_error(_request, err: AudioError):
+    return error_response(err.status, err.code, str(err))
+
+
+async def _forward_timeout(_request, err: ForwardTimeout):
+    return error_response(err.status, err.code, str(err), {"Retry-After": "5"})
+
+
+async def _base64_error(_request, err: BadBase64Error):
+    return error_response(400, err.code, str(err))
+
+
+async def _option_error(_request, err: OptionError):
+    return error_response(422, "bad_option", str(err))
+
+
+async def _validation_error(_request, err: RequestValidationError):
+    return error_response(422, "invalid_request", describe_validation_errors(err.errors()))
+
+
+async def _http_error(_request, err: StarletteHTTPException):
+    if err.status_code == 400 and err.detail == FASTAPI_BODY_ERROR:
+        # FastAPI's answer to a body that is not UTF-8 (found by tests/test_fuzz.py):
+        # the same 422 as any other body that is not JSON.
+        return error_response(422, "invalid_request", "The request body is not valid JSON (not UTF-8 text).")
+    # err.headers carries what the status requires, e.g. a 405's Allow (RFC 9110; schemathesis checks it)
+    return error_response(err.status_code, f"http_{err.status_code}", str(err.detail), err.headers)
+
+
+async def _unexpected(_request, err: Exception):
+    log.exception("unhandled error")
+    return error_response(500, "internal_error", f"Internal error ({type(err).__name__}); see the server log.")
+
+
+ERROR_HANDLERS = {
+    ApiError: _api_error,
+    AudioError: _audio_error,
+    ForwardTimeout: _forward_timeout,
+    BadBase64Error: _base64_error,
+    OptionError: _option_error,
+    RequestValidationError: _validation_error,
+    StarletteHTTPException: _http_error,
+    Exception: _unexpected,
+}
+
+
 def create_app(predictor: Predictor, token: str | None = None, settings: Settings | None = None) -> FastAPI:
     """The FastAPI app serving `predictor`; `token` (if set) is required as a bearer token.
 
@@ -194,43 +247,8 @@ def create_app(predictor: Predictor, token: str | None = None, settings: Setting
     protected = [Depends(require_token)]
     add_stream_route(app, predictor, settings, authorize=require_token)  # WS /stream (core/stream_route.py)
 
-    @app.exception_handler(ApiError)
-    async def _api_error(_request, err: ApiError):
-        return error_response(err.status, err.code, err.message, err.headers)
-
-    @app.exception_handler(AudioError)
-    async def _audio_error(_request, err: AudioError):
-        return error_response(err.status, err.code, str(err))
-
-    @app.exception_handler(ForwardTimeout)
-    async def _forward_timeout(_request, err: ForwardTimeout):
-        return error_response(err.status, err.code, str(err), {"Retry-After": "5"})
-
-    @app.exception_handler(BadBase64Error)
-    async def _base64_error(_request, err: BadBase64Error):
-        return error_response(400, err.code, str(err))
-
-    @app.exception_handler(OptionError)
-    async def _option_error(_request, err: OptionError):
-        return error_response(422, "bad_option", str(err))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(_request, err: RequestValidationError):
-        return error_response(422, "invalid_request", describe_validation_errors(err.errors()))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request, err: StarletteHTTPException):
-        if err.status_code == 400 and err.detail == FASTAPI_BODY_ERROR:
-            # FastAPI's answer to a body that is not UTF-8 (found by tests/test_fuzz.py):
-            # the same 422 as any other body that is not JSON.
-            return error_response(422, "invalid_request", "The request body is not valid JSON (not UTF-8 text).")
-        # err.headers carries what the status requires, e.g. a 405's Allow (RFC 9110; schemathesis checks it)
-        return error_response(err.status_code, f"http_{err.status_code}", str(err.detail), err.headers)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_request, err: Exception):
-        log.exception("unhandled error")
-        return error_response(500, "internal_error", f"Internal error ({type(err).__name__}); see the server log.")
+    for exc, handler in ERROR_HANDLERS.items():
+        app.add_exception_handler(exc, handler)
 
     @app.get("/health")
     def health() -> dict:
@@ -263,6 +281,11 @@ def create_app(predictor: Predictor, token: str | None = None, settings: Setting
         content, headers = await run_in_threadpool(_evaluate_blocking, predictor, settings, request, gzip_ok)
         return Response(content, media_type="application/json", headers=headers)
 
+    _add_middleware(app, settings)
+    return app
+
+
+def _add_middleware(app: FastAPI, settings: Settings) -> None:
     # Outermost last: CORS answers preflights and decorates every response,
     # gzip compresses what the app says, the body limit guards everything inside.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
@@ -275,7 +298,6 @@ def create_app(predictor: Predictor, token: str | None = None, settings: Setting
         allow_headers=["Content-Type", "Authorization"],
         expose_headers=["Server-Timing"],
     )
-    return app
 
 
 def _evaluate_blocking(predictor: Predictor, settings: Settings, request: EvaluateRequest,
