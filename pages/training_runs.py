@@ -16,16 +16,17 @@ import json
 import pandas as pd
 import streamlit as st
 
-from core import run_charts
+from core import group_charts, run_charts, run_groups
 from core.labels import CLASSES
 from core.modal_commands import fetch_run, train_on_modal
+from core.run_colors import run_colors
 from core.run_filter import FilterError, filter_names
-from core.runs import COLUMNS, RunInfo, find_runs, hparam_diff, load_runs, scalars_csv, with_time_columns
+from core.run_table import run_table
+from core.runs import COLUMNS, find_runs, hparam_diff, load_runs, scalars_csv, with_time_columns
 from core.volume import VolumeSyncError, modal_configured, sync_runs
-from pages import ui
+from pages import run_views, ui
 
 DEFAULT_TAGS = ("val/accuracy", "val/loss", "train/loss")
-KEY_PARAMS = ("max_lr", "batch_size", "weight_decay", "mixup_prob", "label_smoothing", "val_fold")
 REFRESH_S = 10
 
 
@@ -64,26 +65,6 @@ def how_to_create_a_run(root, volume: str) -> None:
     st.caption("A run shows up here as soon as its first epoch is logged; `AUDIO_CNN_RUNS_DIR` sets the folder.")
 
 
-def runs_table(infos: list[RunInfo]) -> pd.DataFrame:
-    rows = []
-    for info in infos:
-        params = info.params
-        reported = (info.summary.get("evaluation") or {}).get("reported_accuracy")
-        rows.append({"run": info.name,
-                     "started": pd.to_datetime(info.start_time, unit="s", utc=True) if info.start_time else None,
-                     "status": info.status, "epochs": info.epochs,
-                     "best val acc": info.best_val_accuracy, "best epoch": info.best_epoch,
-                     "reported acc": reported}
-                    | {key: _cell(params[key]) for key in KEY_PARAMS if key in params})
-    table = pd.DataFrame(rows).infer_objects()  # a key some runs lack: NaN in a number column, not "None"
-    return table.dropna(axis="columns", how="all")  # no "reported acc" column for runs that never report one
-
-
-def _cell(value) -> str | float | int | None:
-    """Scalars stay numbers; lists and dicts become JSON text (one type per table column)."""
-    return json.dumps(value) if isinstance(value, (list, dict)) else value
-
-
 def follow(root, names: list[str], seen: list[tuple]) -> None:
     """Rerun the whole page when a followed run's files change (a fragment, polled while one is live)."""
     now = [(i.name, i.last_activity, i.status) for i in find_runs(root) if i.name in names]
@@ -113,11 +94,17 @@ except FilterError as err:  # the text is not echoed: it came from a URL
     st.warning(f"Invalid or too slow filter ({err}): showing every run.", icon=":material/warning:")
     shown = set(by_name)
 matching = [info for info in data.runs if info.name in shown]
-st.dataframe(runs_table(matching), hide_index=True, column_config={
+cv_summaries, cv_problems = run_groups.read_cv_summaries(root, by_name)
+for problem in cv_problems:
+    st.warning(problem, icon=":material/warning:")
+st.dataframe(run_table(matching, cv_summaries), hide_index=True, column_config={
+    "run": st.column_config.TextColumn("run", pinned=True),
     "started": st.column_config.DatetimeColumn("started (UTC)", format="YYYY-MM-DD HH:mm"),
     "best val acc": st.column_config.NumberColumn(format="%.4f", help="chosen on the validation fold: optimistic"),
-    "reported acc": st.column_config.NumberColumn(format="%.4f", help="summary.json's honest number (see its "
-                                                  "`evaluation` section)"),
+    "reported acc": st.column_config.TextColumn(help="summary.json's honest number (see its `evaluation` "
+                                                "section); \"running\" until a live run reports one"),
+    "CV mean ± std": st.column_config.TextColumn(help="cv_summary.json of the cross-validation this fold "
+                                                 "belongs to: the mean over its folds ± their std"),
 })
 
 unknown = [name for name in st.query_params.get_all("runs") if name not in by_name]
@@ -139,7 +126,9 @@ if live:
 st.fragment(follow, run_every=REFRESH_S if live else None)(
     root, selected, [(n, by_name[n].last_activity, by_name[n].status) for n in selected])
 
-frame = data.scalars[data.scalars["run"].isin(selected)]
+colors = run_colors(by_name)  # by position among every run here: a run keeps its colour
+visible = run_views.run_list(selected, colors)
+frame = data.scalars[data.scalars["run"].isin(visible)]
 present = sorted(frame["tag"].unique())
 tags = st.multiselect("Scalars", present, default=[t for t in DEFAULT_TAGS if t in present] or present[:2],
                       key="tags", bind="query-params")
@@ -152,14 +141,25 @@ log_y = log_col.toggle("Log scale", key="log", bind="query-params")
 
 frame = frame[frame["tag"].isin(tags)]
 shown = with_time_columns(frame, {n: by_name[n].start_time for n in selected}) if x != "step" else frame
-best = pd.DataFrame([(n, by_name[n].best_epoch) for n in selected if by_name[n].best_epoch is not None],
+best = pd.DataFrame([(n, by_name[n].best_epoch) for n in visible if by_name[n].best_epoch is not None],
                     columns=["run", "step"])
+group_by, band = run_views.group_controls([by_name[n] for n in visible])
+if group_by != "none":
+    groups = run_groups.group_of([by_name[n] for n in visible], group_by)
+    stats = run_groups.aggregate(frame, groups, smoothing)
+    group_colors = {g: colors[next(r for r in visible if groups[r] == g)] for g in set(groups.values())}
 for pair in (tags[i:i + 2] for i in range(0, len(tags), 2)):
     for column, tag in zip(st.columns(2), pair, strict=False):  # an odd last pair fills one column
-        column.altair_chart(run_charts.scalar_chart(shown, tag, smoothing=smoothing, x=x, log_y=log_y,
-                                                    best=best, runs=selected), width="stretch")
-if tags:
-    st.caption("Diamonds mark each run's best epoch (by validation accuracy); hover a chart for every run's value.")
+        column.altair_chart(run_charts.scalar_chart(shown, tag, smoothing=smoothing, x=x, log_y=log_y, best=best,
+                                                    runs=visible, colors=colors) if group_by == "none" else
+                            group_charts.group_chart(stats, tag, band=band, colors=group_colors, log_y=log_y),
+                            width="stretch")
+if tags and group_by == "none":
+    st.caption("Diamonds mark each run's best epoch (by validation accuracy); hover anywhere on a chart for "
+               "every run's value at that step.")
+elif tags:
+    st.caption(f"One line per group ({', '.join(sorted(set(groups.values())))}): the mean of its runs' smoothed "
+               f"values at each step, over a {group_charts.BANDS[band]} band; x is the step.")
 st.download_button("Download these scalars (CSV)", scalars_csv(frame[COLUMNS]), file_name="scalars.csv",
                    mime="text/csv", icon=":material/download:", on_click="ignore", key="csv")
 

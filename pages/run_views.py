@@ -1,0 +1,78 @@
+"""Streamlit pieces of the Training Runs page (not a page: Home.py's st.navigation lists the pages).
+
+    run_list(names, colors) -> list[str]     TensorBoard's run list: a colour swatch and a toggle per
+                                             run, shared by every chart; hidden runs in `?hide=`
+    url_choice(key, options, default, what)  a single-valued query parameter checked against its options
+    group_controls(infos) -> (by, band)      "Group runs by" (`?group=`) and the band (`?band=`)
+
+Every query parameter is hostile input: values that name no option are
+dropped from the URL with a message that does not echo them, and the default applies.
+"""
+
+from __future__ import annotations
+
+import re
+
+import streamlit as st
+
+from core.group_charts import BANDS
+from core.run_groups import group_choices
+
+HIDE = "hide"
+MAX_URL_VALUES = 1000  # a link longer than this many ?hide= values is not from this page
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>:$])")
+
+
+def plain(text: str) -> str:
+    """`text` shown literally in a widget label (labels render Markdown; run names come from disk)."""
+    return _MARKDOWN.sub(r"\\\1", text)
+
+
+def _swatch(color: str) -> str:
+    return (f'<span style="display:inline-block;width:12px;height:12px;border-radius:2px;'
+            f'background:{color};margin-top:6px" aria-hidden="true"></span>')
+
+
+def run_list(names: list[str], colors: dict[str, str]) -> list[str]:
+    """A swatch and a checkbox per run (the charts draw no legends); returns the runs left on.
+
+    The runs switched off are `?hide=` (repeated) in the URL; names there that are
+    not among `names` are dropped with a message.
+    """
+    asked = st.query_params.get_all(HIDE)[:MAX_URL_VALUES]
+    hidden = {name for name in asked if name in names}
+    if len(hidden) < len(set(asked)):
+        st.caption(f"{len(set(asked)) - len(hidden)} `hide` value(s) in the link name no run shown here: ignored.")
+    shown = []
+    with st.container(horizontal=True, gap="medium", key="run_list"):
+        for name in names:
+            with st.container(horizontal=True, gap="small", width="content"):
+                st.markdown(_swatch(colors[name]), unsafe_allow_html=True, width="content")  # our palette only
+                if st.checkbox(plain(name), value=name not in hidden, key=f"show:{name}"):
+                    shown.append(name)
+    now_hidden = [name for name in names if name not in shown]
+    if now_hidden != [name for name in asked if name in names]:
+        st.query_params[HIDE] = now_hidden  # a list: ?hide=a&hide=b; an empty list drops the key
+    return shown
+
+
+def url_choice(key: str, options: list[str], default: str, what: str) -> None:
+    """Before a widget bound to `?key=` is drawn: a value that is none of `options` is removed, with a message."""
+    value = st.query_params.get(key)
+    if value is not None and value not in options:
+        st.warning(f"The link's `{key}` is not a known {what}: showing {default!r}.", icon=":material/warning:")
+        del st.query_params[key]
+
+
+def group_controls(infos) -> tuple[str, str]:
+    """("none" or a group-by choice, band) from two widgets bound to `?group=` and `?band=`."""
+    choices = ["none", *group_choices(infos)]
+    url_choice("group", choices, "none", "way to group these runs")
+    url_choice("band", list(BANDS), "minmax", "band")
+    by_col, band_col = st.columns([3, 2], vertical_alignment="bottom")
+    by = by_col.selectbox("Group runs by", choices, key="group", bind="query-params",
+                          help="W&B-style: one mean line per group over a band of its runs; "
+                               "'cv parent' puts the folds of a cross-validation together")
+    band = band_col.radio("Band", list(BANDS), format_func=BANDS.get, horizontal=True, key="band",
+                          bind="query-params", disabled=by == "none")
+    return by, band
