@@ -1,6 +1,6 @@
 """Altair charts of grouped runs (core.run_groups): pure functions of data, no Streamlit.
 
-    group_chart(stats, tag, *, band="minmax", colors=None, log_y=False, height=260) -> alt.LayerChart
+    group_chart(stats, tag, *, band="min-max", colors=None, log_y=False, height=260) -> alt.LayerChart
         per group a mean line over a shaded band (min..max, or mean ± std), with
         the same nearest-x hover as core.run_charts.scalar_chart: the tooltip
         lists every group's mean there, each mean line gets a dot and its value
@@ -16,22 +16,22 @@ import pandas as pd
 
 from core.run_charts import hover_table, inline_data, run_color
 
-BANDS = {"minmax": "min-max", "std": "mean ± std"}
+BANDS = {"min-max": "min-max", "std": "mean ± std"}  # ?band= value -> the title's words
 
 
-def group_chart(stats: pd.DataFrame, tag: str, *, band: str = "minmax",
+def group_chart(stats: pd.DataFrame, tag: str, *, band: str = "min-max",
                 colors: Mapping[str, str] | None = None, log_y: bool = False,
                 height: int = 260) -> alt.LayerChart:
     """Mean line and band per group for `tag`, x = step.
 
     stats: core.run_groups.aggregate's rows (group, tag, step, mean, std, min, max, n).
-    band: "minmax" (the members' range) or "std" (mean ± population std).
+    band: "min-max" (the members' range) or "std" (mean ± population std).
     colors: group -> colour (no legend drawn), else tableau10 with a legend.
     """
     if band not in BANDS:
         raise ValueError(f"band must be one of {sorted(BANDS)}, got {band!r}")
     data = stats[stats["tag"] == tag].rename(columns={"group": "run"})
-    low, high = (data["min"], data["max"]) if band == "minmax" else (data["mean"] - data["std"],
+    low, high = (data["min"], data["max"]) if band == "min-max" else (data["mean"] - data["std"],
                                                                      data["mean"] + data["std"])
     data = data.assign(x=data["step"].astype(np.float64), low=low, high=high)
     domain = list(dict.fromkeys(data["run"]))

@@ -68,11 +68,11 @@ def group_controls(infos) -> tuple[str, str]:
     """("none" or a group-by choice, band) from two widgets bound to `?group=` and `?band=`."""
     choices = ["none", *group_choices(infos)]
     url_choice("group", choices, "none", "way to group these runs")
-    url_choice("band", list(BANDS), "minmax", "band")
+    url_choice("band", list(BANDS), "min-max", "band")
     by_col, band_col = st.columns([3, 2], vertical_alignment="bottom")
     by = by_col.selectbox("Group runs by", choices, key="group", bind="query-params",
                           help="W&B-style: one mean line per group over a band of its runs; "
                                "'cv parent' puts the folds of a cross-validation together")
-    band = band_col.radio("Band", list(BANDS), format_func=BANDS.get, horizontal=True, key="band",
+    band = band_col.radio("Band", list(BANDS), horizontal=True, key="band",
                           bind="query-params", disabled=by == "none")
     return by, band
