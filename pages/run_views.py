@@ -4,6 +4,8 @@
                                              run, shared by every chart; hidden runs in `?hide=`
     url_choice(key, options, default, what)  a single-valued query parameter checked against its options
     group_controls(infos) -> (by, band)      "Group runs by" (`?group=`) and the band (`?band=`)
+    per_class_section(summaries, classes)    confusion matrix, per-class bars, a two-run difference
+                                             (`?detail=`, `?order=`, `?vs=`)
 
 Every query parameter is hostile input: values that name no option are
 dropped from the URL with a message that does not echo them, and the default applies.
@@ -15,7 +17,9 @@ import re
 
 import streamlit as st
 
+from core.class_charts import class_diff_chart, class_order, confusion_matrix_chart
 from core.group_charts import BANDS
+from core.run_charts import per_class_chart
 from core.run_groups import group_choices
 
 HIDE = "hide"
@@ -76,3 +80,37 @@ def group_controls(infos) -> tuple[str, str]:
     band = band_col.radio("Band", list(BANDS), horizontal=True, key="band",
                           bind="query-params", disabled=by == "none")
     return by, band
+
+
+def per_class_section(summaries: dict[str, dict], default_classes: list[str]) -> None:
+    """One run's confusion matrix and per-class bars (`?detail=`), classes in `?order=`, and the
+    per-class difference to a second run (`?vs=`). summaries: run -> summary.json with results."""
+    names = list(summaries)
+    url_choice("order", ["accuracy", "class"], "accuracy", "class order")
+    pick, order_col, vs_col = st.columns([3, 2, 3], vertical_alignment="bottom")
+    name = pick.selectbox("Run", names, key="detail", bind="query-params")
+    by = order_col.radio("Classes", ["accuracy", "class"], horizontal=True, key="order", bind="query-params",
+                         help="accuracy: worst class first; class: the dataset's order")
+    others = ["(none)", *[n for n in names if n != name]]
+    url_choice("vs", others, "(none)", "run with per-class results")
+    versus = vs_col.selectbox("Compare with", others, key="vs", bind="query-params",
+                              help="per class, this run's accuracy minus the first run's")
+    summary = summaries[name]
+    classes = summary.get("classes") or default_classes
+    try:
+        accuracy = summary["per_class_accuracy"]
+        if isinstance(accuracy, list):
+            accuracy = dict(zip(classes, accuracy, strict=True))
+        order = class_order(classes, accuracy, by)
+        st.altair_chart(confusion_matrix_chart(summary["confusion_matrix"], classes, order=order), width="content")
+        st.altair_chart(per_class_chart(accuracy, classes), width="stretch")
+        if versus != "(none)":
+            other = summaries[versus]["per_class_accuracy"]
+            other = dict(zip(summaries[versus].get("classes") or default_classes, other, strict=True)) \
+                if isinstance(other, list) else other
+            st.altair_chart(class_diff_chart(accuracy, other, name, versus), width="stretch")
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        st.error(f"summary.json of `{name}` has no usable per-class results ({err}).", icon=":material/error:")
+        return
+    st.caption(f"best.pt of `{name}` (epoch {summary.get('best_epoch')}) on validation fold "
+               f"{(summary.get('evaluation') or {}).get('selection_fold', '?')}, categories from ESC-50.")

@@ -179,13 +179,4 @@ if not with_results:
     st.caption("None of the selected runs has per-class results (summary.json from `core.training` "
                "carries them once an epoch finished; seed runs have none).")
 else:
-    name = st.selectbox("Run", with_results, key="detail", bind="query-params")
-    summary = by_name[name].summary
-    classes = summary.get("classes") or CLASSES
-    try:  # one below the other: a 50 x 50 matrix needs the page's width to keep every label
-        st.altair_chart(run_charts.confusion_chart(summary["confusion_matrix"], classes), width="content")
-        st.altair_chart(run_charts.per_class_chart(summary["per_class_accuracy"], classes), width="stretch")
-        st.caption(f"best.pt of `{name}` (epoch {summary.get('best_epoch')}) on validation fold "
-                   f"{(summary.get('evaluation') or {}).get('selection_fold', '?')}, categories from ESC-50.")
-    except (ValueError, TypeError, KeyError) as err:
-        ui.show_error(f"summary.json of `{name}` has no usable per-class results ({err}).")
+    run_views.per_class_section({n: by_name[n].summary for n in with_results}, list(CLASSES))

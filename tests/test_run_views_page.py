@@ -94,3 +94,41 @@ def test_the_run_table_shows_the_cv_mean_and_std_on_each_fold(runs_page, cv_runs
     assert table.loc["cv/fold-2", "CV mean ± std"] == "0.7125 ± 0.0310 (2 folds)"
     assert pd.isna(table.loc["baseline", "CV mean ± std"])
     assert "batch_size" not in table  # the same in every run: hidden
+
+
+def test_per_class_results_sort_by_accuracy_and_compare_two_runs(runs_page, cv_runs):
+    at = runs_page(cv_runs, detail="cv/fold-1", vs="baseline").run()
+    assert not at.exception
+    specs = {s.get("title"): s for s in chart_specs(at)}
+    summary = json.loads((cv_runs / "cv" / "fold-1" / "summary.json").read_text())
+    accuracy = summary["per_class_accuracy"]
+    domain = specs["Confusion matrix"]["layer"][0]["encoding"]["y"]["scale"]["domain"]
+    assert [accuracy[c] for c in summary["classes"] if c.replace("_", " ").capitalize() == domain[0]] == [
+        min(accuracy.values())]  # worst class first
+    diff = specs["Per-class difference: baseline vs cv/fold-1"]
+    other = json.loads((cv_runs / "baseline" / "summary.json").read_text())["per_class_accuracy"]
+    rows = diff["data"]["values"]
+    assert rows[0]["difference"] == pytest.approx(max(other[c] - accuracy[c] for c in accuracy))
+    at.radio(key="order").set_value("class").run()
+    domain = next(s for s in chart_specs(at) if s.get("title") == "Confusion matrix")[
+        "layer"][0]["encoding"]["y"]["scale"]["domain"]
+    assert domain[:2] == ["Dog", "Rooster"]
+
+
+def test_a_bad_order_or_comparison_in_the_link_gets_a_message(runs_page, cv_runs):
+    at = runs_page(cv_runs, order="worst", vs="nope").run()
+    assert not at.exception
+    warnings = texts(at, "warning")
+    assert any("`order` is not a known class order" in w for w in warnings)
+    assert any("`vs` is not a known run with per-class results" in w for w in warnings)
+    assert not [s for s in chart_specs(at) if str(s.get("title", "")).startswith("Per-class difference")]
+
+
+def test_a_broken_confusion_matrix_is_an_error_not_a_crash(runs_page, tmp_path):
+    write_run(tmp_path, "bad", epochs=2)
+    summary = json.loads((tmp_path / "bad" / "summary.json").read_text())
+    summary["confusion_matrix"] = [[1, 2], [3]]
+    (tmp_path / "bad" / "summary.json").write_text(json.dumps(summary))
+    at = runs_page(tmp_path).run()
+    assert not at.exception
+    assert any("summary.json of `bad` has no usable per-class results" in e.value for e in at.error)
