@@ -6,6 +6,8 @@
     group_controls(infos) -> (by, band)      "Group runs by" (`?group=`) and the band (`?band=`)
     per_class_section(summaries, classes)    confusion matrix, per-class bars, a two-run difference
                                              (`?detail=`, `?order=`, `?vs=`)
+    sweep_section(infos, colors)             hyperparameter vs metric: scatter or parallel coordinates
+    export_button(frame, smoothing)          the scalars as CSV, CSV + smoothed or JSON (`?export=`)
 
 Every query parameter is hostile input: values that name no option are
 dropped from the URL with a message that does not echo them, and the default applies.
@@ -20,7 +22,9 @@ import streamlit as st
 from core.class_charts import class_diff_chart, class_order, confusion_matrix_chart
 from core.group_charts import BANDS
 from core.run_charts import per_class_chart
+from core.run_export import FORMATS, export_scalars
 from core.run_groups import group_choices
+from core.sweep_charts import METRICS, parallel_chart, sweep_choices, sweep_points, sweep_scatter
 
 HIDE = "hide"
 MAX_URL_VALUES = 1000  # a link longer than this many ?hide= values is not from this page
@@ -114,3 +118,41 @@ def per_class_section(summaries: dict[str, dict], default_classes: list[str]) ->
         return
     st.caption(f"best.pt of `{name}` (epoch {summary.get('best_epoch')}) on validation fold "
                f"{(summary.get('evaluation') or {}).get('selection_fold', '?')}, categories from ESC-50.")
+
+
+def sweep_section(infos, colors: dict[str, str]) -> None:
+    """Hyperparameter against metric over the runs on screen: a scatter of one (`?sweep_x=`) or
+    parallel coordinates of all (`?sweep=parallel`); the metric is `?metric=`."""
+    choices = sweep_choices(infos)
+    if not choices:
+        st.caption("Hyperparameter views need two or more runs whose numeric settings differ.")
+        return
+    url_choice("sweep", ["scatter", "parallel"], "scatter", "sweep view")
+    url_choice("sweep_x", choices, choices[0], "hyperparameter of these runs")
+    url_choice("metric", list(METRICS), METRICS[0], "metric")
+    view_col, x_col, metric_col = st.columns([2, 3, 3], vertical_alignment="bottom")
+    view = view_col.radio("View", ["scatter", "parallel"], horizontal=True, key="sweep", bind="query-params")
+    param = x_col.selectbox("Hyperparameter", choices, key="sweep_x", bind="query-params",
+                            disabled=view == "parallel")
+    metric = metric_col.radio("Metric", list(METRICS), horizontal=True, key="metric", bind="query-params",
+                              help="reported acc: summary.json's honest number; best val acc: chosen on "
+                                   "the validation fold, optimistic")
+    points = sweep_points(infos, metric)
+    waiting = int(points[metric].isna().sum())
+    chart = (sweep_scatter(points, param, metric, colors) if view == "scatter"
+             else parallel_chart(points, choices, metric, colors))
+    st.altair_chart(chart, width="stretch")
+    if waiting:
+        st.caption(f"{waiting} run(s) without a {metric} yet (running, or never reported) are left out"
+                   + (" of the scatter." if view == "scatter" else ": their metric axis is a gap."))
+
+
+def export_button(frame, smoothing: float) -> None:
+    """One download of the scalars on screen: raw CSV, CSV with the smoothed column, or JSON (`?export=`)."""
+    url_choice("export", list(FORMATS), "CSV", "export format")
+    kind_col, button_col = st.columns([3, 2], vertical_alignment="bottom")
+    kind = kind_col.radio("Export", list(FORMATS), horizontal=True, key="export", bind="query-params",
+                          help=f"smoothed: TensorBoard's EMA at the smoothing above ({smoothing:.2f})")
+    name, mime = FORMATS[kind]
+    button_col.download_button(f"Download these scalars ({kind})", export_scalars(frame, kind, smoothing),
+                               file_name=name, mime=mime, icon=":material/download:", on_click="ignore", key="csv")

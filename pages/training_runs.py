@@ -1,9 +1,13 @@
 """Training Runs: compare the runs in the runs folder (AUDIO_CNN_RUNS_DIR), as TensorBoard would.
 
 State in the URL, through widgets bound with bind="query-params": `runs`
-(repeated: ?runs=a&runs=b), `filter`, `tags`, `smoothing`, `x`, `log` and
-`detail`, so a copied link opens the same comparison. No run picked means
-every run the filter matches, as in TensorBoard.
+(repeated: ?runs=a&runs=b), `filter`, `tags`, `smoothing`, `x`, `log`,
+`group`, `band`, `export`, `detail`, `order`, `vs`, `sweep`, `sweep_x` and
+`metric`, plus `hide` (repeated: the runs switched off in the run list), so a
+copied link opens the same comparison. No run picked means every run the
+filter matches, as in TensorBoard. The page's views live in pages/run_views.py
+(widgets) over core.run_groups, core.group_charts, core.class_charts,
+core.sweep_charts, core.run_table and core.run_export.
 
 core.runs caches every parsed event file by (size, mtime), so the page loads
 the folder on each rerun: unchanged files cost a stat, a live run's new points
@@ -22,7 +26,7 @@ from core.modal_commands import fetch_run, train_on_modal
 from core.run_colors import run_colors
 from core.run_filter import FilterError, filter_names
 from core.run_table import run_table
-from core.runs import COLUMNS, find_runs, hparam_diff, load_runs, scalars_csv, with_time_columns
+from core.runs import find_runs, hparam_diff, load_runs, with_time_columns
 from core.volume import VolumeSyncError, modal_configured, sync_runs
 from pages import run_views, ui
 
@@ -160,8 +164,10 @@ if tags and group_by == "none":
 elif tags:
     st.caption(f"One line per group ({', '.join(sorted(set(groups.values())))}): the mean of its runs' smoothed "
                f"values at each step, over a {group_charts.BANDS[band]} band; x is the step.")
-st.download_button("Download these scalars (CSV)", scalars_csv(frame[COLUMNS]), file_name="scalars.csv",
-                   mime="text/csv", icon=":material/download:", on_click="ignore", key="csv")
+run_views.export_button(frame, smoothing)
+
+st.subheader("Hyperparameters and results")
+run_views.sweep_section([by_name[n] for n in visible], colors)
 
 st.subheader("Hyperparameters that differ")
 diff = hparam_diff([by_name[n] for n in selected])

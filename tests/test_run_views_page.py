@@ -15,6 +15,8 @@ from runs_factory import write_run
 from streamlit.testing.v1 import AppTest
 from test_training_runs_page import PAGE, chart_specs, runs_drawn, scalar_specs, texts
 
+from core.runs import smooth
+
 
 @pytest.fixture
 def runs_page(monkeypatch):
@@ -132,3 +134,35 @@ def test_a_broken_confusion_matrix_is_an_error_not_a_crash(runs_page, tmp_path):
     at = runs_page(tmp_path).run()
     assert not at.exception
     assert any("summary.json of `bad` has no usable per-class results" in e.value for e in at.error)
+
+
+def test_the_sweep_view_plots_a_hyperparameter_against_the_metric(runs_page, cv_runs):
+    at = runs_page(cv_runs, sweep_x="val_fold", metric="best val acc").run()
+    assert not at.exception
+    spec = next(s for s in chart_specs(at) if s.get("title") == "best val acc vs val_fold")
+    assert sorted(d["run"] for d in spec["data"]["values"]) == ["cv/fold-1", "cv/fold-2"]  # baseline has none
+    at = runs_page(cv_runs, sweep="parallel").run()
+    assert any(s.get("title") == "Hyperparameters and reported acc" for s in chart_specs(at))
+    at = runs_page(cv_runs, sweep_x="__class__").run()
+    assert any("`sweep_x` is not a known hyperparameter of these runs" in w for w in texts(at, "warning"))
+    assert any(s.get("title") == "reported acc vs val_fold" for s in chart_specs(at))
+
+
+def test_the_json_export_holds_raw_and_smoothed_values(runs_page, cv_runs, monkeypatch):
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    files: dict[str, bytes] = {}
+    add = MediaFileManager.add
+
+    def recording_add(self, data, mimetype, coordinates, file_name=None, is_for_static_download=False):
+        url = add(self, data, mimetype, coordinates, file_name, is_for_static_download)
+        files[url] = data if isinstance(data, bytes) else data.encode()
+        return url
+
+    monkeypatch.setattr(MediaFileManager, "add", recording_add)
+    at = runs_page(cv_runs, runs=["baseline"], tags=["val/loss"], smoothing="0.5", export="JSON + smoothed").run()
+    (button,) = at.get("download_button")
+    data = json.loads(files[button.proto.url])
+    series = data["runs"]["baseline"]["val/loss"]
+    assert data["smoothing"] == 0.5 and list(data["runs"]) == ["baseline"]
+    assert series["smoothed"] == pytest.approx(smooth(series["value"], 0.5).tolist(), rel=1e-12)
