@@ -108,10 +108,13 @@ def class_diff_chart(accuracy_a: Mapping[str, float], accuracy_b: Mapping[str, f
                          "b": [float(accuracy_b[c]) for c in shared]})
     rows = rows[np.isfinite(rows["a"]) & np.isfinite(rows["b"])].assign(difference=lambda r: r["b"] - r["a"])
     rows = rows.sort_values(["difference", "class"], ascending=[False, True], kind="stable")
+    reach = float(rows["difference"].abs().max()) if len(rows) else 0.0
+    reach = reach if reach > 0 else 1.0
     return alt.Chart(inline_data(rows)).mark_bar().encode(
         x=alt.X("difference:Q", title=f"accuracy: {name_b} minus {name_a}", axis=alt.Axis(format="+.0%")),
         y=alt.Y("class:N", sort=list(rows["class"]), title=None, axis=alt.Axis(labelOverlap=False)),
-        color=alt.Color("difference:Q", scale=alt.Scale(scheme="redblue", domainMid=0), legend=None),
+        # symmetric about 0, so "worse" is red and "better" blue whatever the range
+        color=alt.Color("difference:Q", scale=alt.Scale(scheme="redblue", domain=[-reach, reach]), legend=None),
         tooltip=["class:N", alt.Tooltip("a:Q", title=name_a, format=".1%"),
                  alt.Tooltip("b:Q", title=name_b, format=".1%"),
                  alt.Tooltip("difference:Q", format="+.1%")],

@@ -216,7 +216,8 @@ def per_class_chart(accuracy: Mapping[str, float] | Sequence[float],
         y=alt.Y("class:N", sort=list(bars["class"]), title=None, axis=alt.Axis(labelOverlap=False)),  # every class
         color=alt.Color("category:N", scale=alt.Scale(domain=_categories(bars["category"])),
                         # one category (a non-ESC-50 run: all "unknown"): one colour says nothing
-                        legend=alt.Legend(orient="bottom", columns=2, labelLimit=300)
+                        legend=alt.Legend(orient="bottom", columns=2, labelLimit=300,
+                                          values=[c for c in CATEGORIES if c in set(bars["category"])])
                         if bars["category"].nunique() > 1 else None),
         tooltip=["class:N", "category:N", alt.Tooltip("accuracy:Q", format=".3~g")],
     ).properties(title="Per-class accuracy", height=alt.Step(16))

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from core.run_groups import cv_cell, cv_parent, group_choices
-from core.runs import RunInfo
+from core.run_groups import cv_cell, cv_parent
+from core.runs import RunInfo, hparam_diff
 
 KEY_PARAMS = ("max_lr", "batch_size", "weight_decay", "mixup_prob", "label_smoothing", "val_fold")
 CV_COLUMN = "CV mean ± std"
@@ -39,7 +39,9 @@ def _cell(value) -> str | float | int | None:
 def _param_columns(infos: Sequence[RunInfo], max_params: int) -> list[str]:
     if len(infos) < 2:
         return [key for key in KEY_PARAMS if any(key in info.params for info in infos)]
-    differing = [key for key in group_choices(infos) if "=" not in key and key != "cv parent"]
+    diff = hparam_diff(infos)
+    differing = [key for key in diff.index  # scalars only: a list or dict makes a poor column
+                 if all(v is None or isinstance(v, (str, int, float, bool)) for v in diff.loc[key])]
     ordered = [key for key in KEY_PARAMS if key in differing] + [k for k in differing if k not in KEY_PARAMS]
     return ordered[:max_params]
 
@@ -59,4 +61,7 @@ def run_table(infos: Sequence[RunInfo], cv_summaries: dict[str, dict] | None = N
                      CV_COLUMN: cv_cell(cv_summaries.get(cv_parent(info.name) or ""))}
                     | {key: _cell(info.params.get(key)) for key in params})
     table = pd.DataFrame(rows).infer_objects()  # a key some runs lack: NaN in a number column, not "None"
-    return table.dropna(axis="columns", how="all")  # e.g. no CV column without a cross-validation
+    table = table.dropna(axis="columns", how="all")  # e.g. no CV column without a cross-validation
+    if CV_COLUMN in table:
+        table[CV_COLUMN] = table[CV_COLUMN].fillna("–")  # runs that are no fold: a dash, not "None"
+    return table

@@ -98,7 +98,7 @@ def per_class_section(summaries: dict[str, dict], default_classes: list[str]) ->
     others = ["(none)", *[n for n in names if n != name]]
     url_choice("vs", others, "(none)", "run with per-class results")
     versus = vs_col.selectbox("Compare with", others, key="vs", bind="query-params",
-                              help="per class, this run's accuracy minus the first run's")
+                              help="per class, the run above minus this one: blue where the run above is better")
     summary = summaries[name]
     classes = summary.get("classes") or default_classes
     try:
@@ -112,7 +112,7 @@ def per_class_section(summaries: dict[str, dict], default_classes: list[str]) ->
             other = summaries[versus]["per_class_accuracy"]
             other = dict(zip(summaries[versus].get("classes") or default_classes, other, strict=True)) \
                 if isinstance(other, list) else other
-            st.altair_chart(class_diff_chart(accuracy, other, name, versus), width="stretch")
+            st.altair_chart(class_diff_chart(other, accuracy, versus, name), width="stretch")  # name - versus
     except (ValueError, TypeError, KeyError, AttributeError) as err:
         st.error(f"summary.json of `{name}` has no usable per-class results ({err}).", icon=":material/error:")
         return

@@ -67,7 +67,7 @@ def test_the_two_run_difference_is_b_minus_a_most_improved_first():
     rows = spec["datasets"][spec["data"]["name"]]
     assert [(r["class"], round(r["difference"], 6)) for r in rows] == [
         ("Rooster", 0.4), ("Clapping", 0), ("Dog", 0), ("Rain", 0), ("Siren", -0.4)]
-    assert spec["encoding"]["color"]["scale"]["domainMid"] == 0
+    assert spec["encoding"]["color"]["scale"]["domain"] == [-0.4, 0.4]
     assert spec["encoding"]["x"]["title"] == "accuracy: new minus base"
 
 

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.e2e
 
 CHART = "[data-testid=stVegaLiteChart]"
 TOOLTIP = "#vg-tooltip-element.visible"
-RUNS = ("baseline", "cv/fold-1", "cv/fold-2", "cv/fold-3", "sweep/lr-1e-3")
+RUNS = ("baseline", "cv/fold-1", "cv/fold-2", "cv/fold-3", "sweep/lr-1e-3", "toy")
+TOY = ["dog", "rooster", "rain", "siren", "clapping"]
 X_SHARES = (0.12, 0.3, 0.5, 0.71, 0.93)  # of the plot's width, left to right
 
 
@@ -40,6 +41,12 @@ def views_app(chromium, tmp_path_factory) -> str:
     write_run(runs, "sweep/lr-1e-3", epochs=20, seed=3, config={"max_lr": 1e-3})
     for k in (1, 2, 3):
         write_run(runs, f"cv/fold-{k}", epochs=20, seed=k, config={"val_fold": k})
+    write_run(runs, "toy", epochs=20, seed=5, config={"max_lr": 3e-3})
+    toy = json.loads((runs / "toy" / "summary.json").read_text())
+    toy |= {"classes": TOY, "confusion_matrix": [[8, 2, 0, 0, 0], [0, 5, 5, 0, 0], [1, 0, 9, 0, 0],
+                                                 [0, 0, 0, 10, 0], [0, 0, 0, 3, 7]],
+            "per_class_accuracy": {"dog": 0.8, "rooster": 0.5, "rain": 0.9, "siren": 1.0, "clapping": 0.7}}
+    (runs / "toy" / "summary.json").write_text(json.dumps(toy))
     (runs / "cv" / "cv_summary.json").write_text(json.dumps({
         "status": "finished", "protocol": "5-fold-cv", "reported_accuracy": 0.7125, "std": 0.031,
         "fold_accuracy": {"fold-1": 0.70, "fold-2": 0.74, "fold-3": 0.6975}}))
@@ -56,6 +63,10 @@ def open_runs(new_page, url: str, query: str = ""):
     _expect()(page.locator(f"{CHART} canvas, {CHART} svg").first).to_be_visible()
     _expect()(page.locator("[data-testid=stException]")).to_have_count(0)
     return page
+
+
+def svg_texts(locator) -> list[str]:
+    return locator.evaluate_all("els => els.map(e => e.textContent)")
 
 
 def tooltips_across(page, chart_index: int = 0) -> list[str]:
@@ -125,3 +136,31 @@ def test_a_hostile_group_in_the_link_gets_a_message_and_the_default(new_page, vi
     expect(page.get_by_text("name no run shown here")).to_be_visible()
     expect(page.locator("[data-testid=stException]")).to_have_count(0)
     assert len(tooltips_across(page)) == len(X_SHARES)
+
+
+def test_a_five_class_confusion_matrix_has_big_cells_with_counts_and_percentages(new_page, views_app):
+    expect = _expect()
+    page = open_runs(new_page, views_app, "?detail=toy&vs=baseline")
+    matrix = page.locator(CHART).filter(has_text="Confusion matrix")
+    expect(matrix.locator("svg")).to_be_visible()
+    matrix.scroll_into_view_if_needed()
+    cell = matrix.locator(".mark-rect path").first.bounding_box()
+    assert cell["width"] >= 60 and cell["height"] >= 60, cell  # was ~15 px
+    labels = svg_texts(matrix.locator(".mark-text text"))  # "count" and "row %" as two tspans
+    assert "550%" in labels and "330%" in labels and "880%" in labels, labels
+    y_labels = svg_texts(matrix.locator(".role-axis-label text"))
+    assert y_labels[:5] == ["Rooster", "Clapping", "Dog", "Rain", "Siren"] or y_labels[-5:] == [
+        "Rooster", "Clapping", "Dog", "Rain", "Siren"], y_labels  # worst class first
+    expect(page.locator(CHART).filter(has_text="Per-class difference: toy vs baseline")).to_be_visible()
+    screenshot(page, "training_runs_per_class")
+
+
+def test_the_sweep_scatter_and_the_export_choice(new_page, views_app):
+    expect = _expect()
+    page = open_runs(new_page, views_app, "?sweep_x=max_lr&export=JSON+%2B+smoothed")
+    scatter = page.locator(CHART).filter(has_text="reported acc vs max_lr")
+    expect(scatter.locator("svg")).to_be_visible()
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download these scalars (JSON + smoothed)").click()
+    data = json.loads(open(download.value.path()).read())
+    assert set(data["runs"]) == set(RUNS) and "smoothed" in data["runs"]["toy"]["val/accuracy"]
