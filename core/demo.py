@@ -9,8 +9,7 @@ made of tones, chirps, clicks and noise) and trains a small AudioCNN on it
 with the real training loop (core.training: TensorBoard scalars, config.json,
 summary.json, best.pt). It is a demo, and says so: the run is named
 `demo-5-classes`, and every screen that uses its checkpoint warns that it
-knows only 5 classes. Rerunning continues an unfinished demo run and retrains
-a finished one.
+knows only 5 classes. Rerunning retrains it from scratch (the dataset is kept).
 """
 
 from __future__ import annotations
@@ -51,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-dir", default="runs", help="folder of runs (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=8, help="epochs to train (default: %(default)s)")
     args = parser.parse_args(argv)
-    if not 1 <= args.epochs <= 200:
-        parser.error("--epochs must be between 1 and 200")
+    if not 3 <= args.epochs <= 200:  # fewer than 3 epochs of 5 batches leave OneCycleLR no warm-up step
+        parser.error("--epochs must be between 3 and 200")
     result = run_demo(args.data_dir, args.runs_dir, args.epochs)
     accuracy = result.reported_accuracy
     print(f"Demo run {result.run_dir} {result.status}: {result.epochs_completed} epochs, reported accuracy "

@@ -36,9 +36,12 @@ REFRESH_S = 10
 
 def sync_panel(root, volume: str) -> None:
     """The "Sync from Modal" button with its progress bar, or how to configure Modal."""
-    if not modal_configured():
-        st.caption(f"To sync runs from the Modal Volume `{volume}` (`AUDIO_CNN_VOLUME`): set `MODAL_TOKEN_ID` "
-                   "and `MODAL_TOKEN_SECRET` (environment or .streamlit/secrets.toml), or run `modal setup`.")
+    if not modal_configured():  # the button is there, and says what it needs
+        with st.popover("Sync from Modal (not set up)", icon=":material/cloud_off:"):
+            st.caption(f"To sync runs from the Modal Volume `{volume}` (`AUDIO_CNN_VOLUME`): set `MODAL_TOKEN_ID` "
+                       "and `MODAL_TOKEN_SECRET` (environment or .streamlit/secrets.toml), or run `modal setup`.")
+            st.code("pip install modal && modal setup    # then restart the dashboard", language="bash")
+            st.markdown("No Modal account? `python -m core.demo` trains a small demo run on this machine.")
         return
     if not st.button(f"Sync from Modal (Volume `{volume}`)", icon=":material/cloud_download:", key="sync"):
         return
@@ -61,6 +64,8 @@ def sync_panel(root, volume: str) -> None:
 
 def how_to_create_a_run(root, volume: str) -> None:
     st.info(f"No training runs in `{root}` yet. Create one:", icon=":material/info:")
+    st.markdown("A demo in about a minute on a CPU (a tiny synthetic dataset, 5 classes; clearly a toy):")
+    st.code(f"python -m core.demo --runs-dir {root}", language="bash")
     st.markdown("On this machine (ESC-50 is downloaded into `data` the first time):")
     st.code(f"python train_modal.py --local --data-dir data --runs-dir {root} --epochs 20 --run-name first",
             language="bash")

@@ -165,3 +165,13 @@ def test_the_json_export_holds_raw_and_smoothed_values(runs_page, cv_runs, monke
     series = data["runs"]["baseline"]["val/loss"]
     assert data["smoothing"] == 0.5 and list(data["runs"]) == ["baseline"]
     assert series["smoothed"] == pytest.approx(smooth(series["value"], 0.5).tolist(), rel=1e-12)
+
+
+def test_an_empty_folder_offers_the_demo_and_sync_explains_what_it_needs(runs_page, tmp_path):
+    at = runs_page(tmp_path / "none").run()
+    assert not at.exception
+    assert f"python -m core.demo --runs-dir {tmp_path / 'none'}" in "\n".join(texts(at, "code"))
+    (popover,) = at.get("popover")
+    assert popover.proto.popover.label == "Sync from Modal (not set up)"
+    assert any("MODAL_TOKEN_ID" in c.value for c in popover.caption)  # inside the button's panel
+    assert "pip install modal && modal setup" in "\n".join(texts(at, "code"))
