@@ -16,7 +16,7 @@ import pytest
 from conftest import stop_process
 from runs_factory import write_run
 
-from .conftest import screenshot, start_dashboard
+from .conftest import ARTIFACTS, screenshot, start_dashboard
 
 pytestmark = pytest.mark.e2e
 
@@ -98,6 +98,8 @@ def test_the_tooltip_lists_every_run_wherever_the_pointer_is(new_page, views_app
         steps.append(int(re.search(r"step\s*:?\s*(\d+)", text).group(1)))
     assert steps == sorted(steps) and len(set(steps)) == len(steps), steps  # it follows the pointer
     assert steps[0] <= 4 and steps[-1] >= 17
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "training_runs_hover.png"))  # the tooltip is still up: for the README
 
 
 def test_one_run_list_toggles_runs_in_every_chart_and_the_link_keeps_it(new_page, views_app):
