@@ -1,6 +1,7 @@
 """Figures of the network: GET /model layer rows -> a pydeck 3-D view and a layer table. Pure functions.
 
-    architecture_deck     GET /model layer rows  -> 3-D blocks in an OrbitView (no map)
+    architecture_deck     GET /model layer rows  -> 3-D blocks in an OrbitView (no map), the camera
+                          fitted to the model (fit_view) whatever its widths and depths
     layer_table           GET /model layer rows  -> DataFrame for st.dataframe
     stage_of              a layer name -> the part of the network it belongs to (stem, layerN, head)
     group_by_stage        network-ordered layer names grouped by stage
@@ -86,28 +87,52 @@ def stage_labels(blocks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             labels.append({"text": "stem", "position": [x, 0, chosen[0]["elevation"] + 8]})
             continue
         text = "head" if stage == "head" else f"{stage}\n{chosen[0]['channels']} ch"
-        labels.append({"text": text, "position": [x, front, 0]})
+        near = labels and labels[-1]["position"][1] == front and x - labels[-1]["position"][0] < 40
+        labels.append({"text": text, "position": [x, front - 16 if near else front, 0]})  # narrow stages: stagger
     return labels
+
+
+ROTATION_X, ROTATION_ORBIT = 25.0, 10.0   # the camera looks down 25 degrees, from 10 degrees left
+
+
+def fit_view(blocks: Sequence[Mapping[str, Any]], labels: Sequence[Mapping[str, Any]], *,
+             width: int = 700, height: int = 520, fill: float = 0.8) -> dict[str, Any]:
+    """The initial camera for any widths and depths: aimed at the centre of the bounding box of
+    every block and label, zoomed so that box, as the tilted camera sees it, fills `fill` of a
+    `width` x `height` px canvas (700: the narrowest main column at 1400 px). Returns ViewState fields."""
+    xs = [v for b in blocks for v in (b["x0"], b["x1"])] + [lab["position"][0] for lab in labels]
+    ys = [pt[1] for b in blocks for pt in b["polygon"]] + [lab["position"][1] for lab in labels]
+    zs = [0.0] + [b["elevation"] for b in blocks] + [lab["position"][2] + 6 for lab in labels]
+    if not blocks:
+        return {"target": [0, 0, 0], "rotation_orbit": ROTATION_ORBIT, "rotation_x": ROTATION_X, "zoom": 0}
+    span_x, span_y, span_z = max(xs) - min(xs) + 16, max(ys) - min(ys), max(zs) - min(zs)  # 16: label text
+    tilt, turn = math.radians(ROTATION_X), math.radians(ROTATION_ORBIT)
+    # Projected extents in model units. z is up and y recedes from the camera; deck.gl's perspective
+    # (fovy 50) enlarges the near side, so y counts extra and the aim moves toward the front (the labels).
+    across = span_x * math.cos(turn) + span_y * math.sin(turn)
+    up = span_z * math.cos(tilt) + 1.6 * span_y * math.sin(tilt)
+    zoom = math.log2(min(fill * width / max(across, 1e-6), 0.75 * fill * height / max(up, 1e-6)))
+    centre = [(max(xs) + min(xs)) / 2, 0.6 * min(ys) + 0.4 * max(ys), (max(zs) + min(zs)) / 2]
+    return {"target": centre, "rotation_orbit": ROTATION_ORBIT, "rotation_x": ROTATION_X, "zoom": zoom}
 
 
 def architecture_deck(layers: Sequence[Mapping[str, Any]], height: int = 520) -> pdk.Deck:
     """The network as 3-D blocks in a deck.gl OrbitView (no base map), coloured by stage, with tooltips."""
     blocks = architecture_blocks(layers)
-    length = blocks[-1]["x1"] if blocks else 1.0
     boxes = pdk.Layer(
         "PolygonLayer", blocks, id="blocks", get_polygon="polygon", extruded=True, wireframe=True,
         get_elevation="elevation", get_fill_color="colour", get_line_color=[40, 40, 40],
         pickable=True, auto_highlight=True,
     )
+    label_rows = stage_labels(blocks)
     labels = pdk.Layer(
-        "TextLayer", stage_labels(blocks), id="stage-labels", get_position="position", get_text="text",
+        "TextLayer", label_rows, id="stage-labels", get_position="position", get_text="text",
         get_size=15, get_color=[50, 50, 50], billboard=True,
     )
-    view = pdk.View(type="OrbitView", controller=True)
-    # Seen from the front left, so the stem end looms larger: aim a little left of the middle and
-    # zoom (log2 of pixels per unit) so the chain spans about 700 px of a ~900 px wide canvas.
-    state = pdk.ViewState(target=[length * 0.42, 0, 4], rotation_orbit=10, rotation_x=25,
-                          zoom=math.log2(700 / length), min_zoom=-3, max_zoom=6)
+    # No inertia: a drag turns the model as far as the pointer moved, and stops with it.
+    view = pdk.View(type="OrbitView", controller={"inertia": False, "scrollZoom": {"speed": 0.005}})
+    state = pdk.ViewState(**fit_view(blocks, label_rows, height=height), min_zoom=-3, max_zoom=8,
+                          min_rotation_x=-5, max_rotation_x=85)
     return pdk.Deck(
         layers=[boxes, labels], views=[view], initial_view_state=state, map_style=None, map_provider=None,
         height=height,

@@ -4,7 +4,7 @@ Public API
     scalar_chart(frame, tag, *, smoothing=0.6, x="step", log_y=False, best=None,
                  runs=None, max_points=1000, height=260) -> alt.LayerChart
         one tag, every run overlaid: faint raw line, smoothed line, best-epoch
-        diamonds, and a hover rule whose tooltip lists every run at that x
+        diamonds, and a hover rule whose tooltip lists every run at the nearest x
     confusion_chart(matrix, classes=CLASSES, *, normalize=True) -> alt.Chart
         true class (rows) x predicted class heatmap, row fractions as colour
     per_class_chart(accuracy, classes=CLASSES, *, descending=False) -> alt.Chart
@@ -33,7 +33,7 @@ X_AXES = {  # x choice -> (field type, axis title)
 }
 
 
-def _inline(frame: pd.DataFrame) -> alt.InlineData:
+def inline_data(frame: pd.DataFrame) -> alt.InlineData:
     """Data embedded in the spec: NaN becomes null and datetimes ISO strings, as Altair does."""
     return alt.InlineData(values=sanitize_pandas_dataframe(frame).to_dict("records"))
 
@@ -41,7 +41,7 @@ def _inline(frame: pd.DataFrame) -> alt.InlineData:
 def scalar_chart(frame: pd.DataFrame, tag: str, *, smoothing: float = 0.6, x: str = "step",
                  log_y: bool = False, best: pd.DataFrame | None = None,
                  runs: Sequence[str] | None = None, max_points: int = 1000,
-                 height: int = 260) -> alt.LayerChart:
+                 height: int = 260, colors: Mapping[str, str] | None = None) -> alt.LayerChart:
     """Curves of `tag` for every run in `frame`, TensorBoard-style.
 
     frame: scalars (run, tag, step, wall_time, value), optionally with "relative"
@@ -50,7 +50,14 @@ def scalar_chart(frame: pd.DataFrame, tag: str, *, smoothing: float = 0.6, x: st
     thinning each run to at most `max_points` points (first and last kept).
     x: "step", "relative" or "wall". best: run, step rows (`core.runs.best_epochs`),
     drawn as diamonds on this tag's raw value at that step. runs: colour domain,
-    so several charts give a run the same colour.
+    so several charts give a run the same colour. colors: run -> CSS colour
+    (`core.run_colors.run_colors`): then every chart and the page's run list
+    share one colour per run, and the chart draws no legend of its own.
+
+    Hovering anywhere over the plot selects the nearest x (a Voronoi of the
+    rule layer, which carries the tooltip, so the tooltip shows wherever the
+    pointer is): the tooltip lists every run's smoothed value there, and each
+    curve gets a dot and its value in the run's colour.
     """
     if x not in X_AXES:
         raise ValueError(f"x must be one of {sorted(X_AXES)}, got {x!r}")
@@ -67,42 +74,53 @@ def scalar_chart(frame: pd.DataFrame, tag: str, *, smoothing: float = 0.6, x: st
     data = _thin(data.assign(xnum=xnum), max_points)
     lines = data[["run", "step", "xnum", "value", "smoothed"]].assign(x=_x_values(data["xnum"], x))
 
-    # tableau10: neighbouring runs get distinct hues (Streamlit's default palette starts with two blues);
-    # the legend sits below so the plot keeps the width, with full-opacity symbols.
-    color = alt.Color("run:N", scale=alt.Scale(domain=domain, scheme="tableau10"),
-                      legend=alt.Legend(orient="bottom", title=None, symbolOpacity=1, symbolStrokeWidth=3,
-                                        symbolType="stroke", labelLimit=400))
+    color = run_color(domain, colors)
     x_enc = alt.X(f"x:{kind}", title=x_title)
     y_scale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
-    hover = alt.selection_point(name="hover", fields=["x"], nearest=True, on="pointerover",
+    # The selection lives on the layer that carries the tooltip: Vega-Lite gives the
+    # Voronoi cells of a nearest selection that layer's tooltip (a selection on an
+    # invisible layer of its own left the tooltip on the 1 px rule only).
+    hover = alt.selection_point(name="hover", encodings=["x"], nearest=True, on="pointerover",
                                 clear="pointerout", empty=False)
-    base = alt.Chart(_inline(lines)).encode(x=x_enc, color=color)
+    base = alt.Chart(inline_data(lines)).encode(x=x_enc, color=color)
     layers = []
     if smoothing > 0:  # as in TensorBoard, the raw curve stays visible, faintly
         layers.append(base.mark_line(opacity=0.25, strokeWidth=1).encode(
             y=alt.Y("value:Q", title=tag, scale=y_scale)))
     layers.append(base.mark_line(strokeWidth=2).encode(
         y=alt.Y("smoothed:Q", title=tag, scale=y_scale)))
-    layers.append(base.mark_point(filled=True, size=40).encode(
-        y="smoothed:Q", opacity=alt.when(hover).then(alt.value(1)).otherwise(alt.value(0))))
+    at_hover = base.transform_filter(hover)
+    layers.append(at_hover.mark_point(filled=True, size=50, opacity=1).encode(y="smoothed:Q"))
+    layers.append(at_hover.mark_text(align="left", dx=7, dy=-7, fontWeight="bold").encode(
+        y="smoothed:Q", text=alt.Text("smoothed:Q", format=".4~g")))
 
-    wide, titles = _hover_table(data, domain, x)
-    rule = alt.Chart(_inline(wide)).encode(x=x_enc)
-    layers.append(rule.mark_point(opacity=0, size=200).add_params(hover))
-    layers.append(rule.mark_rule(color="gray").encode(
-        opacity=alt.when(hover).then(alt.value(0.6)).otherwise(alt.value(0)),
+    wide, titles = hover_table(data, domain, x)
+    layers.append(alt.Chart(inline_data(wide)).mark_rule(color="gray", strokeWidth=1).encode(
+        x=x_enc, opacity=alt.when(hover).then(alt.value(0.6)).otherwise(alt.value(0)),
         tooltip=[alt.Tooltip(f"x:{kind}", title=x_title)]
-        + [alt.Tooltip(f"{col}:Q", title=run, format=".4~g") for col, run in titles]))
+        + [alt.Tooltip(f"{col}:Q", title=run, format=".4~g") for col, run in titles]).add_params(hover))
 
     if best is not None and len(best):
         marks = best[["run", "step"]].merge(data[["run", "step", "xnum", "value"]], on=["run", "step"])
         marks = marks.drop_duplicates(["run", "step"], keep="last")
         marks = marks.assign(x=_x_values(marks["xnum"], x))
-        layers.append(alt.Chart(_inline(marks)).mark_point(shape="diamond", size=110, filled=True)
+        layers.append(alt.Chart(inline_data(marks)).mark_point(shape="diamond", size=110, filled=True)
                       .encode(x=x_enc, y="value:Q", color=color,
                               tooltip=["run:N", alt.Tooltip("step:Q", title="best epoch"),
                                        alt.Tooltip("value:Q", format=".4~g")]))
     return alt.layer(*layers).properties(title=tag, height=height)
+
+
+def run_color(domain: list[str], colors: Mapping[str, str] | None) -> alt.Color:
+    """The run colour channel: fixed per-run colours and no legend, or tableau10 with a legend."""
+    if colors is not None:
+        return alt.Color("run:N", legend=None, scale=alt.Scale(
+            domain=domain, range=[colors.get(run, "#888888") for run in domain]))
+    # tableau10: neighbouring runs get distinct hues (Streamlit's default palette starts with two blues);
+    # the legend sits below so the plot keeps the width, with full-opacity symbols.
+    return alt.Color("run:N", scale=alt.Scale(domain=domain, scheme="tableau10"),
+                     legend=alt.Legend(orient="bottom", title=None, symbolOpacity=1, symbolStrokeWidth=3,
+                                       symbolType="stroke", labelLimit=400))
 
 
 def _thin(data: pd.DataFrame, max_points: int) -> pd.DataFrame:
@@ -119,7 +137,7 @@ def _x_values(xnum: pd.Series, x: str) -> pd.Series:
     return pd.to_datetime(xnum, unit="s", utc=True) if x == "wall" else xnum
 
 
-def _hover_table(data: pd.DataFrame, domain: list[str], x: str) -> tuple[pd.DataFrame, list]:
+def hover_table(data: pd.DataFrame, domain: list[str], x: str) -> tuple[pd.DataFrame, list]:
     """One row per x of any run; per run its smoothed value at that x.
 
     Runs' x values differ on time axes, so each run shows its latest point at or
@@ -165,7 +183,7 @@ def confusion_chart(matrix: Sequence[Sequence[float]] | np.ndarray,
     # diagonal always stays), which keeps the spec ~10x smaller.
     cells = cells[(cells["count"] > 0) | (true_idx.ravel() == pred_idx.ravel())]
     shade = "fraction" if normalize else "count"
-    return alt.Chart(_inline(cells)).mark_rect().encode(
+    return alt.Chart(inline_data(cells)).mark_rect().encode(
         x=alt.X("predicted:N", scale=alt.Scale(domain=labels), title="predicted", axis=alt.Axis(labelOverlap=False)),
         y=alt.Y("true:N", scale=alt.Scale(domain=labels), title="true class", axis=alt.Axis(labelOverlap=False)),
         color=alt.Color(f"{shade}:Q", scale=alt.Scale(scheme="blues"), title=shade),
@@ -193,11 +211,14 @@ def per_class_chart(accuracy: Mapping[str, float] | Sequence[float],
         "category": [category_of(name) for name, _ in pairs],
         "accuracy": [float(value) for _, value in pairs],
     }).sort_values(["accuracy", "class"], ascending=[not descending, True], kind="stable")
-    return alt.Chart(_inline(bars)).mark_bar().encode(
+    return alt.Chart(inline_data(bars)).mark_bar().encode(
         x=alt.X("accuracy:Q", title="accuracy"),
         y=alt.Y("class:N", sort=list(bars["class"]), title=None, axis=alt.Axis(labelOverlap=False)),  # every class
         color=(alt.Color("category:N", scale=alt.Scale(domain=_categories(bars["category"])),
-                         legend=alt.Legend(orient="bottom", columns=2, labelLimit=300))
+                         # one category says nothing: no legend then
+                         legend=alt.Legend(orient="bottom", columns=2, labelLimit=300,
+                                           values=[c for c in CATEGORIES if c in set(bars["category"])])
+                         if bars["category"].nunique() > 1 else None)
                if any(is_esc50(name) for name, _ in pairs) else alt.value("#4c78a8")),  # your own classes
         tooltip=["class:N", "category:N", alt.Tooltip("accuracy:Q", format=".3~g")],
     ).properties(title="Per-class accuracy", height=alt.Step(16))

@@ -1,9 +1,13 @@
 """Training Runs: compare the runs in the runs folder (AUDIO_CNN_RUNS_DIR), as TensorBoard would.
 
 State in the URL, through widgets bound with bind="query-params": `runs`
-(repeated: ?runs=a&runs=b), `filter`, `tags`, `smoothing`, `x`, `log` and
-`detail`, so a copied link opens the same comparison. No run picked means
-every run the filter matches, as in TensorBoard.
+(repeated: ?runs=a&runs=b), `filter`, `tags`, `smoothing`, `x`, `log`,
+`group`, `band`, `export`, `detail`, `order`, `vs`, `sweep`, `sweep_x` and
+`metric`, plus `hide` (repeated: the runs switched off in the run list), so a
+copied link opens the same comparison. No run picked means every run the
+filter matches, as in TensorBoard. The page's views live in pages/run_views.py
+(widgets) over core.run_groups, core.group_charts, core.class_charts,
+core.sweep_charts, core.run_table and core.run_export.
 
 core.runs caches every parsed event file by (size, mtime), so the page loads
 the folder on each rerun: unchanged files cost a stat, a live run's new points
@@ -16,24 +20,28 @@ import json
 import pandas as pd
 import streamlit as st
 
-from core import lineage, run_charts
+from core import group_charts, lineage, run_charts, run_groups
 from core.labels import CLASSES
 from core.modal_commands import fetch_run, train_on_modal
+from core.run_colors import run_colors
 from core.run_filter import FilterError, filter_names
-from core.runs import COLUMNS, RunInfo, find_runs, hparam_diff, load_runs, scalars_csv, with_time_columns
+from core.run_table import run_table
+from core.runs import find_runs, hparam_diff, load_runs, with_time_columns
 from core.volume import VolumeSyncError, modal_configured, sync_runs
-from pages import ui
+from pages import run_views, ui
 
 DEFAULT_TAGS = ("val/accuracy", "val/loss", "train/loss")
-KEY_PARAMS = ("max_lr", "batch_size", "weight_decay", "mixup_prob", "label_smoothing", "val_fold")
 REFRESH_S = 10
 
 
 def sync_panel(root, volume: str) -> None:
     """The "Sync from Modal" button with its progress bar, or how to configure Modal."""
-    if not modal_configured():
-        st.caption(f"To sync runs from the Modal Volume `{volume}` (`AUDIO_CNN_VOLUME`): set `MODAL_TOKEN_ID` "
-                   "and `MODAL_TOKEN_SECRET` (environment or .streamlit/secrets.toml), or run `modal setup`.")
+    if not modal_configured():  # the button is there, and says what it needs
+        with st.popover("Sync from Modal (not set up)", icon=":material/cloud_off:"):
+            st.caption(f"To sync runs from the Modal Volume `{volume}` (`AUDIO_CNN_VOLUME`): set `MODAL_TOKEN_ID` "
+                       "and `MODAL_TOKEN_SECRET` (environment or .streamlit/secrets.toml), or run `modal setup`.")
+            st.code("pip install modal && modal setup    # then restart the dashboard", language="bash")
+            st.markdown("No Modal account? `python -m core.demo` trains a small demo run on this machine.")
         return
     if not st.button(f"Sync from Modal (Volume `{volume}`)", icon=":material/cloud_download:", key="sync"):
         return
@@ -56,32 +64,14 @@ def sync_panel(root, volume: str) -> None:
 
 def how_to_create_a_run(root, volume: str) -> None:
     st.info(f"No training runs in `{root}` yet. Create one:", icon=":material/info:")
+    st.markdown("A demo in about a minute on a CPU (a tiny synthetic dataset, 5 classes; clearly a toy):")
+    st.code(f"python -m core.demo --runs-dir {root}", language="bash")
     st.markdown("On this machine (ESC-50 is downloaded into `data` the first time):")
     st.code(f"python train_modal.py --local --data-dir data --runs-dir {root} --epochs 20 --run-name first",
             language="bash")
     st.markdown("Or on a Modal GPU, then copy the run here (or press **Sync from Modal**):")
     st.code(f"{train_on_modal('baseline')}\n{fetch_run(volume, 'baseline', str(root))}", language="bash")
     st.caption("A run shows up here as soon as its first epoch is logged; `AUDIO_CNN_RUNS_DIR` sets the folder.")
-
-
-def runs_table(infos: list[RunInfo]) -> pd.DataFrame:
-    rows = []
-    for info in infos:
-        params = info.params
-        reported = (info.summary.get("evaluation") or {}).get("reported_accuracy")
-        rows.append({"run": info.name,
-                     "started": pd.to_datetime(info.start_time, unit="s", utc=True) if info.start_time else None,
-                     "status": info.status, "epochs": info.epochs,
-                     "best val acc": info.best_val_accuracy, "best epoch": info.best_epoch,
-                     "reported acc": reported}
-                    | {key: _cell(params[key]) for key in KEY_PARAMS if key in params})
-    table = pd.DataFrame(rows).infer_objects()  # a key some runs lack: NaN in a number column, not "None"
-    return table.dropna(axis="columns", how="all")  # no "reported acc" column for runs that never report one
-
-
-def _cell(value) -> str | float | int | None:
-    """Scalars stay numbers; lists and dicts become JSON text (one type per table column)."""
-    return json.dumps(value) if isinstance(value, (list, dict)) else value
 
 
 def follow(root, names: list[str], seen: list[tuple]) -> None:
@@ -116,11 +106,17 @@ except FilterError as err:  # the text is not echoed: it came from a URL
     st.warning(f"Invalid or too slow filter ({err}): showing every run.", icon=":material/warning:")
     shown = set(by_name)
 matching = [info for info in data.runs if info.name in shown]
-st.dataframe(runs_table(matching), hide_index=True, column_config={
+cv_summaries, cv_problems = run_groups.read_cv_summaries(root, by_name)
+for problem in cv_problems:
+    st.warning(problem, icon=":material/warning:")
+st.dataframe(run_table(matching, cv_summaries), hide_index=True, column_config={
+    "run": st.column_config.TextColumn("run", pinned=True),
     "started": st.column_config.DatetimeColumn("started (UTC)", format="YYYY-MM-DD HH:mm"),
     "best val acc": st.column_config.NumberColumn(format="%.4f", help="chosen on the validation fold: optimistic"),
-    "reported acc": st.column_config.NumberColumn(format="%.4f", help="summary.json's honest number (see its "
-                                                  "`evaluation` section)"),
+    "reported acc": st.column_config.TextColumn(help="summary.json's honest number (see its `evaluation` "
+                                                "section); \"running\" until a live run reports one"),
+    "CV mean ± std": st.column_config.TextColumn(help="cv_summary.json of the cross-validation this fold "
+                                                 "belongs to: the mean over its folds ± their std"),
 })
 
 unknown = [name for name in st.query_params.get_all("runs") if name not in by_name]
@@ -142,7 +138,9 @@ if live:
 st.fragment(follow, run_every=REFRESH_S if live else None)(
     root, selected, [(n, by_name[n].last_activity, by_name[n].status) for n in selected])
 
-frame = data.scalars[data.scalars["run"].isin(selected)]
+colors = run_colors(by_name)  # by position among every run here: a run keeps its colour
+visible = run_views.run_list(selected, colors)
+frame = data.scalars[data.scalars["run"].isin(visible)]
 present = sorted(frame["tag"].unique())
 tags = st.multiselect("Scalars", present, default=[t for t in DEFAULT_TAGS if t in present] or present[:2],
                       key="tags", bind="query-params")
@@ -155,16 +153,29 @@ log_y = log_col.toggle("Log scale", key="log", bind="query-params")
 
 frame = frame[frame["tag"].isin(tags)]
 shown = with_time_columns(frame, {n: by_name[n].start_time for n in selected}) if x != "step" else frame
-best = pd.DataFrame([(n, by_name[n].best_epoch) for n in selected if by_name[n].best_epoch is not None],
+best = pd.DataFrame([(n, by_name[n].best_epoch) for n in visible if by_name[n].best_epoch is not None],
                     columns=["run", "step"])
+group_by, band = run_views.group_controls([by_name[n] for n in visible])
+if group_by != "none":
+    groups = run_groups.group_of([by_name[n] for n in visible], group_by)
+    stats = run_groups.aggregate(frame, groups, smoothing)
+    group_colors = {g: colors[next(r for r in visible if groups[r] == g)] for g in set(groups.values())}
 for pair in (tags[i:i + 2] for i in range(0, len(tags), 2)):
     for column, tag in zip(st.columns(2), pair, strict=False):  # an odd last pair fills one column
-        column.altair_chart(run_charts.scalar_chart(shown, tag, smoothing=smoothing, x=x, log_y=log_y,
-                                                    best=best, runs=selected), width="stretch")
-if tags:
-    st.caption("Diamonds mark each run's best epoch (by validation accuracy); hover a chart for every run's value.")
-st.download_button("Download these scalars (CSV)", scalars_csv(frame[COLUMNS]), file_name="scalars.csv",
-                   mime="text/csv", icon=":material/download:", on_click="ignore", key="csv")
+        column.altair_chart(run_charts.scalar_chart(shown, tag, smoothing=smoothing, x=x, log_y=log_y, best=best,
+                                                    runs=visible, colors=colors) if group_by == "none" else
+                            group_charts.group_chart(stats, tag, band=band, colors=group_colors, log_y=log_y),
+                            width="stretch")
+if tags and group_by == "none":
+    st.caption("Diamonds mark each run's best epoch (by validation accuracy); hover anywhere on a chart for "
+               "every run's value at that step.")
+elif tags:
+    st.caption(f"One line per group ({', '.join(sorted(set(groups.values())))}): the mean of its runs' smoothed "
+               f"values at each step, over a {group_charts.BANDS[band]} band; x is the step.")
+run_views.export_button(frame, smoothing)
+
+st.subheader("Hyperparameters and results")
+run_views.sweep_section([by_name[n] for n in visible], colors)
 
 st.subheader("Hyperparameters that differ")
 diff = hparam_diff([by_name[n] for n in selected])
@@ -182,16 +193,7 @@ if not with_results:
     st.caption("None of the selected runs has per-class results (summary.json from `core.training` "
                "carries them once an epoch finished; seed runs have none).")
 else:
-    name = st.selectbox("Run", with_results, key="detail", bind="query-params")
-    summary = by_name[name].summary
-    classes = summary.get("classes") or CLASSES
-    try:  # one below the other: a 50 x 50 matrix needs the page's width to keep every label
-        st.altair_chart(run_charts.confusion_chart(summary["confusion_matrix"], classes), width="content")
-        st.altair_chart(run_charts.per_class_chart(summary["per_class_accuracy"], classes), width="stretch")
-        st.caption(f"best.pt of `{name}` (epoch {summary.get('best_epoch')}) on validation fold "
-                   f"{(summary.get('evaluation') or {}).get('selection_fold', '?')}, categories from ESC-50.")
-    except (ValueError, TypeError, KeyError) as err:
-        ui.show_error(f"summary.json of `{name}` has no usable per-class results ({err}).")
+    run_views.per_class_section({n: by_name[n].summary for n in with_results}, list(CLASSES))
 
 chains = [c for c in (lineage.chain(root, n) for n in selected) if len(c) > 1]
 if chains:  # fine-tuned runs (--init-from): where each one started

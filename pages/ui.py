@@ -5,7 +5,8 @@
     analysis_of(...)    a clip's Analysis, computed once per (backend, clip hash, options) (st.cache_data)
     current_clip()      the clip every page shows: ?clip=<hash> in the URL, else this session's last one
     show_error(...)     every backend/settings error becomes an st.error here
-    untrained_warning   the warning every screen with predictions carries
+    untrained_warning   what every screen with predictions says about its model (untrained, or
+                        which run it is and its warnings: core.model_card)
     copy_link()         the shareable URL of what is on screen, in a code box with a copy button
 
 State model: the clip lives in `?clip=` (the bytes in the ClipStore, by
@@ -27,6 +28,7 @@ import streamlit as st
 
 from core.client import Backend, BackendError, Health, make_backend
 from core.clip_store import ClipStore, clip_hash, default_clips_dir, is_clip_hash
+from core.model_card import model_card
 from core.results import Analysis, ModelInfo
 from core.settings import Settings, SettingsError
 from core.team_access import Allowlist, auth_problem
@@ -251,8 +253,15 @@ def show_error(err: BaseException | str, where: Any = st) -> None:
 
 def untrained_warning(model: ModelInfo | None, where: Any = st, short: bool = False,
                       about: str = "predictions") -> None:
-    """The warning on every screen that shows an untrained model's output (`about`: predictions or features)."""
-    if model is None or model.trained:
+    """What every screen with a model's output says about that model (`about`: predictions or features):
+    an untrained model's warning, else which model it is (core.model_card) and its warnings."""
+    if model is None:
+        return
+    if model.trained:
+        card = model_card(model)
+        where.caption(card.summary)
+        for text in card.warnings:
+            where.warning(text, icon=":material/warning:")
         return
     if short:
         where.warning("**Untrained model**: its predictions are random and meaningless.", icon=":material/warning:")

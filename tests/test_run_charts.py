@@ -62,11 +62,13 @@ def test_no_smoothing_draws_one_line_of_the_raw_values():
 def test_hover_rule_lists_every_run_at_the_hovered_step():
     spec = C.scalar_chart(scalars(), "val/loss", smoothing=0.5).to_dict()
     layers, data = spec["layer"], spec["datasets"]
-    selector = layer_where(layers, type="point", opacity=0)
-    (param,) = spec["params"]  # Altair lifts a layer's params to the top, naming the layer
-    assert param["name"] == "hover" and param["views"] == [selector["name"]]
-    assert param["select"]["nearest"] is True and param["select"]["fields"] == ["x"]
     rule = layer_where(layers, type="rule")
+    (param,) = spec["params"]  # Altair lifts a layer's params to the top, naming the layer
+    # the selection sits on the layer with the tooltip: its Voronoi cells carry that tooltip,
+    # so it shows wherever the pointer is (tests/e2e checks it with real pointer moves)
+    assert param["name"] == "hover" and param["views"] == [rule["name"]]
+    assert param["select"]["nearest"] is True and param["select"]["encodings"] == ["x"]
+    assert param["select"]["on"] == "pointerover"
     assert rule["encoding"]["opacity"]["condition"][0]["param"] == "hover"
     titles = [t.get("title") for t in rule["encoding"]["tooltip"]]
     assert titles == ["step", "a", "b"]
@@ -153,3 +155,19 @@ def test_per_class_chart_is_sorted_and_coloured_by_category():
     assert best_first["encoding"]["y"]["sort"][0] == "Crow"  # index 9, the first 0.9
     with pytest.raises(ValueError, match="expected 50 accuracies"):
         C.per_class_chart([0.5, 0.6])
+
+
+def test_hover_marks_each_curve_in_its_colour_at_the_selected_x():
+    layers, _ = spec_layers(C.scalar_chart(scalars(), "val/loss", smoothing=0.5))
+    for mark in ("point", "text"):
+        (layer,) = [la for la in layers if la["mark"]["type"] == mark and "shape" not in la["mark"]]
+        assert layer["transform"] == [{"filter": {"param": "hover", "empty": False}}]
+        assert layer["encoding"]["color"]["field"] == "run"
+
+
+def test_fixed_run_colours_replace_the_legend():
+    colors = {"a": "#111111", "b": "#222222", "other": "#333333"}
+    layers, _ = spec_layers(C.scalar_chart(scalars(), "val/loss", runs=["b", "a"], colors=colors))
+    color = layer_where(layers, type="line", strokeWidth=2)["encoding"]["color"]
+    assert color["legend"] is None
+    assert color["scale"] == {"domain": ["b", "a"], "range": ["#222222", "#111111"]}

@@ -68,7 +68,7 @@ def chart_specs(at: AppTest) -> list[dict]:
 
 def scalar_specs(at: AppTest) -> dict[str, dict]:
     """The curve charts by tag (their title); the per-class charts have other titles."""
-    return {s["title"]: s for s in chart_specs(at) if "layer" in s}
+    return {s["title"]: s for s in chart_specs(at) if "layer" in s and s["title"] != "Confusion matrix"}
 
 
 def runs_drawn(spec: dict) -> list[str]:
