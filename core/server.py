@@ -234,6 +234,7 @@ def create_app(predictor: Predictor, token: str | None = None, settings: Setting
             predictor.analyze_bytes, data, max_seconds=settings.max_audio_seconds, max_samples=settings.decode_budget,
             top_k=opts.top_k, feature_maps=opts.feature_maps, window_hop=opts.window_hop,
             channels_of=opts.channels_of, channels_top=opts.channels_top,
+            saliency=opts.saliency, saliency_target=opts.saliency_target, saliency_layer=opts.saliency_layer,
         )
         t0 = time.perf_counter()
         content = await run_in_threadpool(
