@@ -114,6 +114,45 @@ def read_predictions(path: str | Path, max_rows: int = 20_000) -> pd.DataFrame:
     return table
 
 
+SORTS = ("loss", "confidence")
+
+
+def filter_clips(table: pd.DataFrame, target: str | None = None, predicted: str | None = None,
+                 wrong_only: bool = False, sort: str = "loss") -> pd.DataFrame:
+    """The rows for one true and/or predicted class (None: any), optionally only mistakes,
+    sorted by `sort` ("loss" or "confidence") from the highest; ties keep the file order.
+
+    Mistakes sorted by confidence are the "most confident mistakes".
+    """
+    rows = table
+    if target is not None:
+        rows = rows[rows["target"] == target]
+    if predicted is not None:
+        rows = rows[rows["predicted"] == predicted]
+    if wrong_only:
+        rows = rows[rows["predicted"] != rows["target"]]
+    if sort not in SORTS:
+        raise ValueError(f"sort by one of {', '.join(SORTS)}, not {sort!r}")
+    return rows.sort_values(sort, ascending=False, kind="stable")
+
+
+def clip_audio_path(root: str | Path | None, file: str, max_bytes: int) -> Path | None:
+    """`<root>/audio/<file>` when it is a file of at most `max_bytes` inside that folder, else None.
+
+    `file` comes from a predictions.csv (hostile input): "../" and absolute
+    names, links out of the folder and oversized files give None.
+    """
+    if not root or not isinstance(file, str) or not file:
+        return None
+    folder = Path(root, "audio")
+    try:
+        path = (folder / file).resolve()
+        inside = path.is_relative_to(folder.resolve())
+        return path if inside and path.is_file() and path.stat().st_size <= max_bytes else None
+    except (OSError, ValueError):
+        return None
+
+
 def compute(checkpoint: str | Path, data_dir: str | Path, fold: int, out: str | Path | None = None,
             device: str = "cpu", batch_size: int = 32) -> Path:
     """Both files for `checkpoint` on fold `fold` of the ESC-50-layout folder `data_dir`; returns the folder."""

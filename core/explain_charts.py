@@ -77,3 +77,22 @@ def embedding_chart(points: pd.DataFrame, colour: str = "class", height: int = 5
         layers.append(base.transform_filter(alt.datum.kind == "your clip").mark_point(
             shape="diamond", size=400, filled=True, color="black", stroke="white", strokeWidth=2))
     return alt.layer(*layers).properties(height=height)
+
+
+def clip_confusion_chart(table: pd.DataFrame, classes: list[str], size: int = 12) -> alt.Chart:
+    """Confusion of a predictions table (rows: true `target`, columns: `predicted`, counts of clips).
+
+    A click selects one cell (selection "cell", fields target and predicted):
+    the page filters its per-clip table to it. Only non-empty cells are data.
+    """
+    cells = table.groupby(["target", "predicted"]).size().rename("clips").reset_index()
+    totals = cells.groupby("target")["clips"].transform("sum")
+    cells["share"] = cells["clips"] / totals
+    pick = alt.selection_point(name="cell", fields=["target", "predicted"], on="click", clear="dblclick")
+    return alt.Chart(cells).mark_rect(stroke="white", strokeWidth=0.5).encode(
+        x=alt.X("predicted:N", scale=alt.Scale(domain=classes), title="predicted", axis=alt.Axis(labelOverlap=False)),
+        y=alt.Y("target:N", scale=alt.Scale(domain=classes), title="true class", axis=alt.Axis(labelOverlap=False)),
+        color=alt.Color("share:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), title="share of true class"),
+        opacity=alt.condition(pick, alt.value(1.0), alt.value(0.35)),
+        tooltip=["target:N", "predicted:N", "clips:Q", alt.Tooltip("share:Q", format=".0%")],
+    ).add_params(pick).properties(width=alt.Step(size), height=alt.Step(size))

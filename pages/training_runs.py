@@ -22,7 +22,7 @@ from core.modal_commands import fetch_run, train_on_modal
 from core.run_filter import FilterError, filter_names
 from core.runs import COLUMNS, RunInfo, find_runs, hparam_diff, load_runs, scalars_csv, with_time_columns
 from core.volume import VolumeSyncError, modal_configured, sync_runs
-from pages import ui
+from pages import run_clips, ui
 
 DEFAULT_TAGS = ("val/accuracy", "val/loss", "train/loss")
 KEY_PARAMS = ("max_lr", "batch_size", "weight_decay", "mixup_prob", "label_smoothing", "val_fold")
@@ -189,3 +189,5 @@ else:
                    f"{(summary.get('evaluation') or {}).get('selection_fold', '?')}, categories from ESC-50.")
     except (ValueError, TypeError, KeyError) as err:
         ui.show_error(f"summary.json of `{name}` has no usable per-class results ({err}).")
+
+run_clips.show([by_name[n] for n in selected])  # predictions.csv: per-clip table (pages/run_clips.py)
