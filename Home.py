@@ -17,6 +17,7 @@ navigation = st.navigation([
     st.Page("pages/feature_maps.py", title="Feature Maps", icon=":material/grid_view:"),
     st.Page("pages/architecture.py", title="Architecture", icon=":material/view_in_ar:"),
     st.Page("pages/training_runs.py", title="Training Runs", icon=":material/monitoring:"),
+    st.Page("pages/embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
 ])
 
 with st.sidebar:

@@ -6,7 +6,8 @@
                       loss = -ln p(target), cross-entropy without label smoothing)
     embeddings.npz    embeddings (N, D) float32: the pooled features the classifier reads
                       (after global average pooling, before dropout and the linear layer);
-                      files (N,) the same file names, in the same order
+                      files (N,) the same file names, in the same order; checkpoint_id ()
+                      the content id (core.checkpoint) of the weights that computed them
 
 Training writes both for the fold it reports (core.training; each fold of a
 cross-validation); for any checkpoint on any ESC-50-layout folder:
@@ -84,11 +85,14 @@ def clip_table(logits: np.ndarray, targets: Sequence[int], files: Sequence[str],
     return table
 
 
-def write_clip_results(folder: str | Path, table: pd.DataFrame, embeddings: np.ndarray) -> None:
-    """embeddings.npz, then predictions.csv, atomically, into `folder`."""
+def write_clip_results(folder: str | Path, table: pd.DataFrame, embeddings: np.ndarray,
+                       checkpoint_id: str | None = None) -> None:
+    """embeddings.npz (with the content id of the weights, core.checkpoint), then predictions.csv,
+    atomically, into `folder`."""
     folder = Path(folder)
     with atomic_open(folder / EMBEDDINGS, "wb") as f:
-        np.savez_compressed(f, embeddings=embeddings.astype(np.float32), files=np.asarray(table["file"], dtype=str))
+        np.savez_compressed(f, embeddings=embeddings.astype(np.float32), files=np.asarray(table["file"], dtype=str),
+                            checkpoint_id=np.asarray(checkpoint_id or ""))
     buf = io.StringIO()
     table.to_csv(buf, index=False)
     atomic_write(folder / PREDICTIONS, buf.getvalue())
@@ -173,7 +177,7 @@ def compute(checkpoint: str | Path, data_dir: str | Path, fold: int, out: str | 
     table = clip_table(logits, [c.target for c in clips], [c.filename for c in clips], [c.fold for c in clips],
                        data.classes, ckpt.classes)
     folder = Path(out) if out else Path(checkpoint).parent
-    write_clip_results(folder, table, embeddings)
+    write_clip_results(folder, table, embeddings, ckpt.id)
     return folder
 
 

@@ -175,12 +175,13 @@ class Predictor:
     def analyze(self, samples: np.ndarray, top_k: int = 3, feature_maps: FeatureMapMode = "blocks",
                 window_hop: float = 2.5, channels_of: str | None = None,
                 channels_top: int = 8, saliency: str | None = None, saliency_target: str | None = None,
-                saliency_layer: str | None = None) -> Analysis:
+                saliency_layer: str | None = None, embedding: bool = False) -> Analysis:
         """Analyse one clip: (n,) float32 mono at 44.1 kHz.
 
         With `saliency` ("gradcam" or "integrated_gradients") the result also
         carries a map of `saliency_target` (a class name; default the top-1)
         over the spectrogram (core.saliency); OptionError for an unknown class or stage.
+        With `embedding`, also the (D,) pooled features the classifier reads.
         """
         explain = self._check_saliency(saliency, saliency_target, saliency_layer)
         t0 = time.perf_counter()
@@ -188,12 +189,14 @@ class Predictor:
         with torch.inference_mode():
             spec = self.features(wave)                       # (1, n_mels, frames)
             t1 = time.perf_counter()
-            capture = feature_maps != "none" or channels_of is not None
+            capture = feature_maps != "none" or channels_of is not None or embedding
             logits, captured = self._forward(spec.unsqueeze(1), capture)
             probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
             t2 = time.perf_counter()
             maps = self._channel_means(captured, feature_maps)
             detail = self._top_channels(captured, channels_of, channels_top) if channels_of else None
+            # the last stage's output, averaged over frequency and time: what model.pool hands the classifier
+            pooled = captured[self.model.stage_names[-1]][0].float().mean(dim=(1, 2)).cpu().numpy() if embedding else None
             windows = self._windows(wave, top_k, window_hop)
         t3 = time.perf_counter()
         explained = self._saliency(spec[0], probs, *explain) if explain else None
@@ -209,6 +212,7 @@ class Predictor:
             windows=windows,
             channel_maps=detail,
             saliency=explained,
+            embedding=pooled,
             timing_ms={
                 "features": (t1 - t0) * 1000,
                 "forward": (t2 - t1) * 1000,

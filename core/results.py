@@ -85,6 +85,7 @@ class Analysis:
     windows: list[Window] = field(default_factory=list)
     channel_maps: ChannelMaps | None = None
     saliency: Saliency | None = None
+    embedding: np.ndarray | None = None      # (D,) pooled features before the classifier, when asked
     timing_ms: dict[str, float] = field(default_factory=dict)
 
 

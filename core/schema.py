@@ -45,6 +45,7 @@ class EvaluateOptions(BaseModel):
         None, max_length=64, description="The class to explain (a name from GET /classes); default the top-1.")
     saliency_layer: str | None = Field(
         None, max_length=16, description="Grad-CAM's stage (layer1..layer5); default the last one.")
+    embedding: bool = Field(False, description="Also return the pooled features the classifier reads.")
 
 
 class EvaluateRequest(BaseModel):
@@ -129,6 +130,7 @@ class EvaluateResponse(BaseModel):
     channel_maps: dict[str, Any] | None = None
     saliency: dict[str, Any] | None = Field(
         None, description="{method, target, layer, shape: [n_mels, frames], values | data}, values in [0, 1].")
+    embedding: WireArray | None = Field(None, description="Pooled features before the classifier, shape [D].")
     model: WireModel
     timing_ms: dict[str, float]
 
@@ -186,6 +188,8 @@ def analysis_to_wire(a: Analysis, encoding: str = "json") -> dict[str, Any]:
         }
     if a.saliency is not None:
         body["saliency"] = saliency_to_wire(a.saliency, encoding)
+    if a.embedding is not None:
+        body["embedding"] = encode_array(a.embedding, encoding)
     return body
 
 
@@ -223,6 +227,7 @@ def analysis_from_wire(d: dict[str, Any]) -> Analysis:
                  for w in d.get("windows", [])],
         channel_maps=detail,
         saliency=saliency_from_wire(d.get("saliency")),
+        embedding=decode_array(d["embedding"]) if d.get("embedding") else None,
         timing_ms={k: float(v) for k, v in d.get("timing_ms", {}).items()},
     )
 

@@ -235,6 +235,7 @@ def create_app(predictor: Predictor, token: str | None = None, settings: Setting
             top_k=opts.top_k, feature_maps=opts.feature_maps, window_hop=opts.window_hop,
             channels_of=opts.channels_of, channels_top=opts.channels_top,
             saliency=opts.saliency, saliency_target=opts.saliency_target, saliency_layer=opts.saliency_layer,
+            embedding=opts.embedding,
         )
         t0 = time.perf_counter()
         content = await run_in_threadpool(

@@ -55,7 +55,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 from tqdm import tqdm
 
-from core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from core.checkpoint import CheckpointError, content_id, load_checkpoint, save_checkpoint
 from core.clip_results import EMBEDDINGS, PREDICTIONS, clip_table, logits_and_embeddings, write_clip_results
 from core.datasets import cross_validation_splits, load_dataset
 from core.esc50_download import prepare
@@ -329,7 +329,8 @@ class Job:
         clips = [self.data.clips[i] for i in indices]
         table = clip_table(logits, [c.target for c in clips], [c.filename for c in clips], [c.fold for c in clips],
                            self.data.classes, self.data.classes)
-        write_clip_results(self.run_dir, table, embeddings)
+        weights = content_id(self.model.state_dict(), self.config.model, self.config.features, list(self.data.classes))
+        write_clip_results(self.run_dir, table, embeddings, weights)
 
     def end_epoch(self) -> dict:
         """Evaluate, keep the best, log, then move on to the next epoch and save last.pt there.
