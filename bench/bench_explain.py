@@ -69,7 +69,7 @@ def projection_times(points: list[int], repeats: int) -> None:
     for n in points:
         centres = rng.normal(0, 4, (10, 512))
         x = (centres[np.arange(n) % 10] + rng.normal(0, 1, (n, 512))).astype(np.float32)
-        times = {m: seconds(lambda m=m: embeddings.project(x, m), repeats) for m in embeddings.methods()}
+        times = {m: seconds(lambda m=m, x=x: embeddings.project(x, m), repeats) for m in embeddings.methods()}
         row = "   ".join(f"{m} {t:7.2f} s ({t / times['pca']:5.0f}x PCA)" for m, t in times.items())
         print(f"{n:>5} points x 512: {row}")
 

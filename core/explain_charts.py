@@ -79,7 +79,7 @@ def embedding_chart(points: pd.DataFrame, colour: str = "class", height: int = 5
     return alt.layer(*layers).properties(height=height)
 
 
-def clip_confusion_chart(table: pd.DataFrame, classes: list[str], size: int = 12) -> alt.Chart:
+def clip_confusion_chart(table: pd.DataFrame, classes: list[str], size: int = 14) -> alt.Chart:
     """Confusion of a predictions table (rows: true `target`, columns: `predicted`, counts of clips).
 
     A click selects one cell (selection "cell", fields target and predicted):

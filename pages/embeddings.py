@@ -15,6 +15,7 @@ from core.clip_results import EMBEDDINGS, PREDICTIONS, clip_audio_path, read_pre
 from core.explain_charts import embedding_chart
 from core.runs import find_runs
 from pages import ui
+from pages.run_clips import open_links
 
 NEIGHBOURS = 10
 
@@ -73,9 +74,7 @@ def selected_clip(event, points: pd.DataFrame, root) -> None:
         return
     data = path.read_bytes()
     st.audio(data, format=ui.audio_mime(data))
-    if st.button("Open in Spectrogram", icon=":material/equalizer:", key="emb_open"):
-        ui.set_current_clip(ui.clip_store().put(data))
-        st.switch_page("pages/spectrogram.py")
+    open_links(data)
 
 
 st.title("Embeddings")

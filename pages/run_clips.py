@@ -33,9 +33,16 @@ def _apply_cell(event) -> None:
     st.session_state["_clips_cell"] = cell
 
 
-def _open_clip(path, page: str) -> None:
-    ui.set_current_clip(ui.clip_store().put(path.read_bytes()))
-    st.switch_page(page)
+def open_links(data: bytes) -> None:
+    """The clip becomes the current one; links open it in Predict and Spectrogram.
+
+    Links, not st.switch_page: a switch clears the query parameters, which
+    Streamlit 1.67 refuses while widgets bound to them hold non-default values.
+    """
+    ui.set_current_clip(ui.clip_store().put(data))
+    left, right = st.columns(2)
+    left.page_link("pages/predict.py", label="Open in Predict", icon=":material/upload:")
+    right.page_link("pages/spectrogram.py", label="Open in Spectrogram", icon=":material/equalizer:")
 
 
 def _row_actions(table, row, root) -> None:
@@ -49,11 +56,7 @@ def _row_actions(table, row, root) -> None:
         return
     data = path.read_bytes()
     st.audio(data, format=ui.audio_mime(data))
-    left, right = st.columns(2)
-    if left.button("Open in Predict", icon=":material/upload:", key="clips_predict"):
-        _open_clip(path, "pages/predict.py")
-    if right.button("Open in Spectrogram", icon=":material/equalizer:", key="clips_spectrogram"):
-        _open_clip(path, "pages/spectrogram.py")
+    open_links(data)
 
 
 def show(runs: list[RunInfo]) -> None:
@@ -75,7 +78,8 @@ def show(runs: list[RunInfo]) -> None:
     classes = list(dict.fromkeys([*table["target"], *table["predicted"]]))
     st.caption(f"{len(table)} clips of fold(s) {', '.join(map(str, sorted(set(table['fold']))))}: "
                "click a cell to list its clips (double-click clears).")
-    _apply_cell(st.altair_chart(clip_confusion_chart(table, classes), on_select="rerun", key="clips_cm"))
+    _apply_cell(st.altair_chart(clip_confusion_chart(table, classes), on_select="rerun", key="clips_cm",
+                                width="content"))
     c1, c2, c3, c4 = st.columns([2, 2, 1, 2], vertical_alignment="bottom")
     target = c1.selectbox("True class", [ANY, *classes], key="clips_true", bind="query-params")
     predicted = c2.selectbox("Predicted class", [ANY, *classes], key="clips_pred", bind="query-params")
