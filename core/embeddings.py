@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-MAX_BYTES = 64 * 2**20          # 20,000 clips of 512 float32 features is 41 MB
-MAX_POINTS = 20_000
+MAX_BYTES = 64 * 2**20          # the file, compressed or not
+MAX_POINTS = 5_000              # ESC-50 has 2,000 clips; t-SNE of 2,000 takes ~30 s on 2 cores, so a
+                                # larger (hostile) file would hold a session's thread for minutes
 TSNE_EXACT_MAX = 1000            # exact t-SNE is O(N^2): 3 s for 400 points here, Barnes-Hut 7 s
 
 

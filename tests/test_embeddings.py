@@ -84,6 +84,13 @@ def test_a_bad_embeddings_file_is_refused_with_a_reason(tmp_path, arrays, words)
         emb.load_embeddings(_save(tmp_path / "embeddings.npz", **arrays))
 
 
+def test_more_points_than_a_projection_can_afford_are_refused(tmp_path):
+    path = _save(tmp_path / "embeddings.npz", embeddings=np.zeros((emb.MAX_POINTS + 1, 2), np.float32),
+                 files=np.array(["a"] * (emb.MAX_POINTS + 1)))
+    with pytest.raises(emb.EmbeddingsError, match="at most 5000"):
+        emb.load_embeddings(path)
+
+
 def test_a_file_that_is_not_npz_or_too_large_is_refused(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip at all")
     with pytest.raises(emb.EmbeddingsError, match="not a readable"):

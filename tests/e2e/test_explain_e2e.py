@@ -8,6 +8,9 @@ dataset, whose config.json points at that dataset (so its clips can play).
 
 from __future__ import annotations
 
+import re
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -88,4 +91,39 @@ def test_the_embeddings_page_draws_the_fold(new_page, explain_app):
         expect(page.locator("[data-testid=stException]")).to_have_count(0)
     except Exception:
         screenshot(page, "explain-embeddings")
+        raise
+
+
+def _darkest_blue(png: bytes) -> tuple[int, int] | None:
+    """(x, y) of the darkest clearly blue pixel of a screenshot: the fullest confusion cell."""
+    import io
+
+    from PIL import Image
+
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    blue = (img[..., 2] - img[..., 0] > 60) & (img[..., 2] - img[..., 1] > 20)
+    if not blue.any():
+        return None
+    ys, xs = np.nonzero(blue)
+    i = int(np.argmin(img[ys, xs].sum(axis=1)))
+    return int(xs[i]), int(ys[i])
+
+
+def test_a_click_on_a_confusion_cell_filters_the_clip_table_to_it(new_page, explain_app):
+    expect = _expect()
+    url, table = explain_app
+    page = new_page()
+    page.goto(f"{url}/training_runs?clips_run=scored")
+    chart = page.locator(f".st-key-clips_cm {CHART} canvas, .st-key-clips_cm {CHART} svg").first
+    expect(chart).to_be_visible()
+    try:
+        chart.scroll_into_view_if_needed()
+        deadline = time.monotonic() + 60
+        while (spot := _darkest_blue(chart.screenshot())) is None and time.monotonic() < deadline:
+            pass  # Vega draws after the element appears: wait for the cells themselves
+        assert spot is not None, "no confusion cell drawn"
+        chart.click(position={"x": spot[0], "y": spot[1]})
+        expect(page).to_have_url(re.compile(r"clips_true=.+&.*clips_pred=|clips_pred=.+&.*clips_true="))
+    except Exception:
+        screenshot(page, "explain-confusion-click")
         raise
