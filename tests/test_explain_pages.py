@@ -84,8 +84,18 @@ def test_saliency_overlay_is_bound_to_the_url_and_the_npz_holds_what_is_drawn(ap
     on_screen = np.full_like(saliency, np.nan)
     on_screen[drawn["row"], drawn["col"]] = drawn["saliency"]
     np.testing.assert_array_equal(on_screen, saliency)  # the same float32s, cell for cell
-    assert f"{clip}-saliency-integrated_gradients-{target}.png" in downloads
-    assert downloads[f"{clip}-spectrogram.png"][:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    from core.exports import blend
+    from core.live_charts import spectrogram_image
+
+    def pixels(name: str) -> np.ndarray:
+        return np.asarray(Image.open(io.BytesIO(downloads[name])).convert("RGB"))
+
+    plain = spectrogram_image(arrays["input_spectrogram"])
+    np.testing.assert_array_equal(pixels(f"{clip}-spectrogram.png"), plain)
+    np.testing.assert_array_equal(pixels(f"{clip}-saliency-integrated_gradients-{target}.png"),
+                                  blend(plain, saliency, 0.4))  # the opacity on screen
 
 
 def test_a_target_from_the_link_that_is_not_in_the_top_k_falls_back_to_the_top_1(app, tmp_path):
