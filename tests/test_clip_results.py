@@ -134,3 +134,9 @@ def test_an_oversized_predictions_csv_is_refused_before_it_is_parsed(tmp_path):
         f.truncate(21 * 2**20)  # sparse: 21 MB of zeros without writing them
     with pytest.raises(ValueError, match="larger than 20 MB"):
         read_predictions(path)
+
+
+def test_embeddings_name_the_weights_that_computed_them(fixed, holdout):
+    """The Embeddings page places a clip only when the backend serves these weights: the ids must be real."""
+    assert str(np.load(fixed.run_dir / "embeddings.npz")["checkpoint_id"]) == load_checkpoint(fixed.run_dir / "last.pt").id
+    assert str(np.load(holdout.run_dir / "embeddings.npz")["checkpoint_id"]) == load_checkpoint(holdout.run_dir / "best.pt").id
