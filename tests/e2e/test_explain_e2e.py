@@ -127,3 +127,41 @@ def test_a_click_on_a_confusion_cell_filters_the_clip_table_to_it(new_page, expl
     except Exception:
         screenshot(page, "explain-confusion-click")
         raise
+
+
+def _leftmost_point(png: bytes) -> tuple[int, int] | None:
+    """(x, y) inside the leftmost drawn point: saturated pixels, the legend being on the right."""
+    import io
+
+    from PIL import Image
+
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    coloured = (img.max(axis=2) - img.min(axis=2)) > 60
+    if not coloured.any():
+        return None
+    ys, xs = np.nonzero(coloured)
+    i = int(np.argmin(xs))
+    return int(xs[i]) + 3, int(ys[i])
+
+
+def test_a_click_on_a_point_selects_its_clip(new_page, explain_app):
+    expect = _expect()
+    url, table = explain_app
+    page = new_page()
+    page.goto(f"{url}/embeddings?projection=pca&colour=correct")
+    chart = page.locator(f".st-key-emb_chart {CHART} canvas, .st-key-emb_chart {CHART} svg").first
+    expect(chart).to_be_visible()
+    try:
+        chart.scroll_into_view_if_needed()
+        deadline = time.monotonic() + 60
+        while (spot := _leftmost_point(chart.screenshot())) is None and time.monotonic() < deadline:
+            pass  # Vega draws after the element appears
+        assert spot is not None, "no point drawn"
+        chart.click(position={"x": spot[0], "y": spot[1]})
+        expect(page.locator("[data-testid=stAudio]")).to_be_visible()
+        expect(page.get_by_role("link", name="Open in Spectrogram")).to_be_visible()
+        shown = page.locator("[data-testid=stMarkdown]", has_text=".wav").first.inner_text()
+        assert any(f in shown for f in table["file"])
+    except Exception:
+        screenshot(page, "explain-embedding-click")
+        raise
