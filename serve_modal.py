@@ -76,7 +76,8 @@ from core.settings import Settings
 APP_NAME = "audio-cnn-serve"
 RUNS_MOUNT = "/runs"
 CLIPS_VOLUME = "audio-cnn-clips"
-SERVING_PACKAGES = ("torch", "numpy", "soundfile", "librosa", "scipy", "soxr", "fastapi", "pydantic", "orjson", "tqdm")
+SERVING_PACKAGES = ("torch", "numpy", "soundfile", "librosa", "scipy", "soxr", "fastapi", "pydantic", "orjson", "tqdm",
+                    "captum")  # captum: the saliency option (core/saliency.py)
 log = logging.getLogger("audio_cnn.serve")
 
 

@@ -33,6 +33,7 @@ from core.results import (  # noqa: F401  (re-exported: the result types are par
     ModelInfo,
     OptionError,
     Prediction,
+    Saliency,
     Window,
     top_k_predictions,
     waveform_envelope,
@@ -181,22 +182,34 @@ class Predictor:
 
     def analyze(self, samples: np.ndarray, top_k: int = 3, feature_maps: FeatureMapMode = "blocks",
                 window_hop: float = 2.5, channels_of: str | None = None,
-                channels_top: int = 8) -> Analysis:
-        """Analyse one clip: (n,) float32 mono at 44.1 kHz."""
+                channels_top: int = 8, saliency: str | None = None, saliency_target: str | None = None,
+                saliency_layer: str | None = None, embedding: bool = False) -> Analysis:
+        """Analyse one clip: (n,) float32 mono at 44.1 kHz.
+
+        With `saliency` ("gradcam" or "integrated_gradients") the result also
+        carries a map of `saliency_target` (a class name; default the top-1)
+        over the spectrogram (core.saliency); OptionError for an unknown class or stage.
+        With `embedding`, also the (D,) pooled features the classifier reads.
+        """
+        explain = self._check_saliency(saliency, saliency_target, saliency_layer)
         t0 = time.perf_counter()
         wave = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)).to(self.device)
         model_input = self._padded(wave)
         with torch.inference_mode():
             spec = self.features(model_input)                # (1, n_mels, frames)
             t1 = time.perf_counter()
-            capture = feature_maps != "none" or channels_of is not None
+            capture = feature_maps != "none" or channels_of is not None or embedding
             logits, captured = self._forward(spec.unsqueeze(1), capture)
             probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
             t2 = time.perf_counter()
             maps = self._channel_means(captured, feature_maps)
             detail = self._top_channels(captured, channels_of, channels_top) if channels_of else None
+            # the last stage's output, averaged over frequency and time: what model.pool hands the classifier
+            pooled = captured[self.model.stage_names[-1]][0].float().mean(dim=(1, 2)).cpu().numpy() if embedding else None
             windows = self._windows(wave, top_k, window_hop)
         t3 = time.perf_counter()
+        explained = self._saliency(spec[0], probs, *explain) if explain else None
+        t4 = time.perf_counter()
         return Analysis(
             predictions=self._top_k(probs, top_k),
             spectrogram=spec[0].cpu().numpy(),
@@ -207,11 +220,14 @@ class Predictor:
             model=self.info,
             windows=windows,
             channel_maps=detail,
+            saliency=explained,
+            embedding=pooled,
             timing_ms={
                 "features": (t1 - t0) * 1000,
                 "forward": (t2 - t1) * 1000,
                 "postprocess": (t3 - t2) * 1000,
-                "total": (t3 - t0) * 1000,
+                **({"saliency": (t4 - t3) * 1000} if explained else {}),
+                "total": (t4 - t0) * 1000,
             },
         )
 
@@ -286,6 +302,34 @@ class Predictor:
         with self._lock:
             out = self.model(x, capture=capture)
         return out if capture else (out, {})
+
+    def _check_saliency(self, method: str | None, target: str | None,
+                        layer: str | None) -> tuple[str, str | None, str | None] | None:
+        """The saliency request, checked before any work: OptionError for an unknown method, class or stage."""
+        if method is None:
+            return None
+        from core.saliency import METHODS, stage_module
+
+        if method not in METHODS:
+            raise OptionError(f"Unknown saliency method {method!r}; choose one of: {', '.join(METHODS)}.")
+        if target is not None and target not in self.classes:
+            raise OptionError(f"saliency_target {target[:64]!r} is not one of this model's classes "
+                              "(GET /classes lists them).")
+        if layer is not None:
+            try:
+                stage_module(self.model, layer)
+            except ValueError as err:
+                raise OptionError(str(err)) from None
+        return method, target, layer
+
+    def _saliency(self, spec: torch.Tensor, probs: np.ndarray, method: str, target: str | None,
+                  layer: str | None) -> Saliency:
+        from core.saliency import saliency_map
+
+        index = self.classes.index(target) if target else int(np.argmax(probs))
+        with self._lock:  # the served model: one user of it at a time, like a forward
+            values, explained = saliency_map(self.model, spec, method, index, layer)  # type: ignore[arg-type]
+        return Saliency(method=method, target=self.classes[index], layer=explained, values=values)
 
     def _top_k(self, probs: np.ndarray, k: int) -> list[Prediction]:
         return top_k_predictions(probs, self.classes, k)

@@ -64,6 +64,16 @@ class ChannelMaps:
 
 
 @dataclass
+class Saliency:
+    """Where the spectrogram matters for `target`: values (n_mels, frames) in [0, 1] (core.saliency)."""
+
+    method: str            # "gradcam" or "integrated_gradients"
+    target: str            # the class explained
+    layer: str             # the stage Grad-CAM looked at, or "input"
+    values: np.ndarray
+
+
+@dataclass
 class Analysis:
     predictions: list[Prediction]
     spectrogram: np.ndarray                  # (n_mels, frames) model input, dB
@@ -74,6 +84,8 @@ class Analysis:
     model: ModelInfo
     windows: list[Window] = field(default_factory=list)
     channel_maps: ChannelMaps | None = None
+    saliency: Saliency | None = None
+    embedding: np.ndarray | None = None      # (D,) pooled features before the classifier, when asked
     timing_ms: dict[str, float] = field(default_factory=dict)
 
 

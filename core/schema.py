@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.results import Analysis, ChannelMaps, ModelInfo, Prediction, Window
+from core.results import Analysis, ChannelMaps, ModelInfo, Prediction, Saliency, Window
 
 API_VERSION = "v1"
 
@@ -39,6 +39,13 @@ class EvaluateOptions(BaseModel):
     channels_of: str | None = Field(
         None, max_length=64, description="A layer name: also return its most active channels.")
     channels_top: int = Field(8, ge=1, le=64, description="How many channels for channels_of.")
+    saliency: Literal["gradcam", "integrated_gradients"] | None = Field(
+        None, description="Also return a saliency map over the spectrogram (core/saliency.py).")
+    saliency_target: str | None = Field(
+        None, max_length=64, description="The class to explain (a name from GET /classes); default the top-1.")
+    saliency_layer: str | None = Field(
+        None, max_length=16, description="Grad-CAM's stage (layer1..layer5); default the last one.")
+    embedding: bool = Field(False, description="Also return the pooled features the classifier reads.")
 
 
 class EvaluateRequest(BaseModel):
@@ -121,6 +128,9 @@ class EvaluateResponse(BaseModel):
     waveform: WireWaveform
     windows: list[WireWindow] = []
     channel_maps: dict[str, Any] | None = None
+    saliency: dict[str, Any] | None = Field(
+        None, description="{method, target, layer, shape: [n_mels, frames], values | data}, values in [0, 1].")
+    embedding: WireArray | None = Field(None, description="Pooled features before the classifier, shape [D].")
     model: WireModel
     timing_ms: dict[str, float]
 
@@ -176,7 +186,21 @@ def analysis_to_wire(a: Analysis, encoding: str = "json") -> dict[str, Any]:
             "activation": a.channel_maps.activation,
             **encode_array(a.channel_maps.maps, encoding),
         }
+    if a.saliency is not None:
+        body["saliency"] = saliency_to_wire(a.saliency, encoding)
+    if a.embedding is not None:
+        body["embedding"] = encode_array(a.embedding, encoding)
     return body
+
+
+def saliency_to_wire(s: Saliency, encoding: str) -> dict[str, Any]:
+    return {"method": s.method, "target": s.target, "layer": s.layer, **encode_array(s.values, encoding)}
+
+
+def saliency_from_wire(d: dict[str, Any] | None) -> Saliency | None:
+    if not d:
+        return None
+    return Saliency(method=d["method"], target=d["target"], layer=d["layer"], values=decode_array(d))
 
 
 def analysis_from_wire(d: dict[str, Any]) -> Analysis:
@@ -202,6 +226,8 @@ def analysis_from_wire(d: dict[str, Any]) -> Analysis:
                         predictions=_predictions_from_wire(w["predictions"]))
                  for w in d.get("windows", [])],
         channel_maps=detail,
+        saliency=saliency_from_wire(d.get("saliency")),
+        embedding=decode_array(d["embedding"]) if d.get("embedding") else None,
         timing_ms={k: float(v) for k, v in d.get("timing_ms", {}).items()},
     )
 

@@ -313,6 +313,8 @@ def _evaluate_blocking(predictor: Predictor, settings: Settings, request: Evalua
         data, max_seconds=settings.max_audio_seconds, max_samples=settings.decode_budget,
         top_k=opts.top_k, feature_maps=opts.feature_maps, window_hop=opts.window_hop,
         channels_of=opts.channels_of, channels_top=opts.channels_top,
+        saliency=opts.saliency, saliency_target=opts.saliency_target, saliency_layer=opts.saliency_layer,
+        embedding=opts.embedding,
     )
     timing = dict(analysis.timing_ms)
     t0 = time.perf_counter()

@@ -10,6 +10,8 @@
       summary.json            status running/finished/stopped, best epoch, best val accuracy,
                               per-class accuracy, confusion matrix, evaluation protocol
       best.pt, last.pt        core.checkpoint files; last.pt also holds the training state
+      predictions.csv         per-clip results of the reported fold, embeddings.npz its pooled
+                              features (core/clip_results.py), written when the run finishes
 
 `train(config)` runs the seed's recipe (TrainConfig's defaults): AdamW, OneCycleLR
 stepped per batch, label smoothing, SpecAugment on every batch and mixup on
@@ -55,7 +57,8 @@ from tqdm import tqdm
 
 from core.atomic_write import atomic_write
 from core.audio import SAMPLE_RATE
-from core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from core.checkpoint import CheckpointError, content_id, load_checkpoint, save_checkpoint
+from core.clip_results import EMBEDDINGS, PREDICTIONS, clip_table, logits_and_embeddings, write_clip_results
 from core.custom_datasets import open_dataset, split_csv
 from core.datasets import Dataset, DatasetError, Split, cross_validation_splits
 from core.evaluation import config_json, cv_summary, evaluate, read_json, summary_json, write_json
@@ -373,6 +376,22 @@ class Job:
               f"lr {row['lr']:.2e}  {row['perf/samples_per_second']:.0f} samples/s", flush=True)
         return {"epoch": p.epoch, **row}
 
+    def write_clip_results(self) -> None:
+        """predictions.csv and embeddings.npz of the reported fold, by the model that number is of
+        (holdout: best.pt on the test fold; otherwise the last epoch's weights on the validation fold)."""
+        fold = self.split.test_fold or self.split.val_fold
+        if self.split.test_fold:  # training is over: the live model may take best.pt's weights
+            self.model.load_state_dict(load_checkpoint(self.run_dir / "best.pt").model_state)
+        self.model.eval()
+        indices = self.data.indices([fold])
+        logits, embeddings = logits_and_embeddings(self.model, self.forward, self.source.batch, indices,
+                                                   self.config.eval_batch_size)
+        clips = [self.data.clips[i] for i in indices]
+        table = clip_table(logits, [c.target for c in clips], [c.filename for c in clips], [c.fold for c in clips],
+                           self.data.classes, self.data.classes)
+        weights = content_id(self.model.state_dict(), self.config.model, self.config.features, list(self.data.classes))
+        write_clip_results(self.run_dir, table, embeddings, weights)
+
     def end_epoch(self) -> dict:
         """Evaluate, keep the best, log, then move on to the next epoch and save last.pt there.
 
@@ -435,6 +454,8 @@ def train(config: TrainConfig, resume: bool = False, stop: threading.Event | Non
                 row = job.end_epoch()
                 if on_epoch_end:
                     on_epoch_end(row)
+            if status == "finished":
+                job.write_clip_results()
             summary = job.build_summary(status)
             reported = summary["evaluation"]["reported_accuracy"]
             if status == "stopped":
@@ -458,7 +479,8 @@ def train(config: TrainConfig, resume: bool = False, stop: threading.Event | Non
 
 
 # The files a run writes; clearing a run removes these and nothing else a user may have put there.
-RUN_FILES = ("last.pt", "best.pt", "config.json", "split.csv", "events.out.tfevents.*", "summary.json")  # summary.json last
+RUN_FILES = ("last.pt", "best.pt", "config.json", "split.csv", "events.out.tfevents.*", PREDICTIONS, EMBEDDINGS,
+             "summary.json")  # summary.json last
 
 
 def run_status(run_dir: Path) -> str | None:

@@ -7,7 +7,7 @@ the layer's most active single channels (`channels_of`, `channels_top`).
 
 import streamlit as st
 
-from core import clip_charts, network_charts
+from core import clip_charts, exports, network_charts
 from pages import ui
 
 STAGE_TITLES = {"stem": "Stem (layer1)", "layer2": "Stage layer2", "layer3": "Stage layer3",
@@ -25,6 +25,9 @@ if analysis is not None:
         st.subheader(STAGE_TITLES.get(stage, stage))
         maps = {n: analysis.feature_maps[n] for n in names}
         st.altair_chart(clip_charts.feature_map_grid(maps, scheme=scheme), width="content")
+    st.download_button("Download these maps (NPZ, layer names as keys)", exports.feature_maps_npz(analysis),
+                       file_name=exports.file_name(clip, "feature-maps", "npz"), mime="application/octet-stream",
+                       on_click="ignore", icon=":material/download:", key="maps_npz")
 
     st.header("Drill down: single channels")
     left, right = st.columns(2)
@@ -37,3 +40,7 @@ if analysis is not None:
             cm = detail.channel_maps
             st.altair_chart(clip_charts.channel_grid(cm.layer, cm.channels, cm.activation, cm.maps, scheme=scheme),
                             width="content")
+            st.download_button(f"Download {cm.layer}'s channels (NPZ)", exports.feature_maps_npz(detail),
+                               file_name=exports.file_name(clip, f"{cm.layer}-channels", "npz"),
+                               mime="application/octet-stream", on_click="ignore", icon=":material/download:",
+                               key="channels_npz")

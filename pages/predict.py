@@ -7,7 +7,7 @@ says why next to the upload.
 
 import streamlit as st
 
-from core import clip_charts
+from core import clip_charts, exports
 from core.client import BackendError
 from core.labels import is_esc50, pretty
 from pages import model_choice, ui
@@ -54,6 +54,13 @@ with results:
                                  for i, p in enumerate(analysis.predictions, 1)))
         st.caption(f"Clip `{clip}`: {analysis.duration:.2f} s, analysed by {analysis.model.name} "
                    f"in {analysis.timing_ms.get('total', 0):.0f} ms")
+        csv_col, json_col = st.columns(2)
+        csv_col.download_button("Predictions (CSV)", exports.predictions_csv(analysis), key="pred_csv",
+                                file_name=exports.file_name(clip, "predictions", "csv"), mime="text/csv",
+                                on_click="ignore", icon=":material/download:")
+        json_col.download_button("Predictions and windows (JSON)", exports.predictions_json(analysis), key="pred_json",
+                                 file_name=exports.file_name(clip, "predictions", "json"), mime="application/json",
+                                 on_click="ignore", icon=":material/download:")
 
 if analysis is not None:
     st.subheader("Waveform")

@@ -28,7 +28,7 @@ from core.run_filter import FilterError, filter_names
 from core.run_table import run_table
 from core.runs import find_runs, hparam_diff, load_runs, with_time_columns
 from core.volume import VolumeSyncError, modal_configured, sync_runs
-from pages import run_views, ui
+from pages import run_clips, run_views, ui
 
 DEFAULT_TAGS = ("val/accuracy", "val/loss", "train/loss")
 REFRESH_S = 10
@@ -199,3 +199,5 @@ chains = [c for c in (lineage.chain(root, n) for n in selected) if len(c) > 1]
 if chains:  # fine-tuned runs (--init-from): where each one started
     st.subheader("Lineage")
     st.markdown("  \n".join(lineage.markdown(c) for c in chains))
+
+run_clips.show([by_name[n] for n in selected])  # predictions.csv: per-clip table (pages/run_clips.py)

@@ -49,6 +49,7 @@ PAGES = (  # (file, title, icon): the navigation, in order; the first is the def
     ("pages/feature_maps.py", "Feature Maps", ":material/grid_view:"),
     ("pages/architecture.py", "Architecture", ":material/view_in_ar:"),
     ("pages/training_runs.py", "Training Runs", ":material/monitoring:"),
+    ("pages/embeddings.py", "Embeddings", ":material/scatter_plot:"),
 )
 
 

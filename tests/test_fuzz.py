@@ -130,6 +130,11 @@ option_values = st.fixed_dictionaries({}, optional={
     "window_hop": st.floats(-1, 10, allow_nan=False),
     "channels_of": st.one_of(st.none(), st.sampled_from(["layer1", "layer3.block-1.relu", "layer9", "x" * 80])),
     "channels_top": st.integers(-1, 100),
+    # Integrated Gradients is left out only for time: 32 passes per example (tests/test_saliency_wire.py has it)
+    "saliency": st.sampled_from(["gradcam", "smoothgrad", "", None]),
+    "saliency_target": st.one_of(st.none(), st.sampled_from(["dog", "unicorn", "", "x" * 80])),
+    "saliency_layer": st.one_of(st.none(), st.sampled_from(["layer1", "layer5", "layer9", "fc"])),
+    "embedding": st.one_of(st.booleans(), st.text(max_size=3)),
 })
 
 

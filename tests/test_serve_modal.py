@@ -187,7 +187,8 @@ def test_a_setting_added_with_the_serve_scope_is_forwarded_without_touching_serv
 
 def test_serving_requirements_come_from_requirements_txt_and_a_missing_file_fails_the_deploy(tmp_path, modal_env):
     names = [line.split("=")[0].split(">")[0] for line in modal_env.serving_requirements()]
-    assert names == ["torch", "numpy", "soundfile", "librosa", "soxr", "scipy", "fastapi", "pydantic", "orjson", "tqdm"]
+    assert names == ["torch", "numpy", "soundfile", "librosa", "soxr", "scipy", "fastapi", "pydantic", "orjson", "tqdm",
+                     "captum"]
     assert "torch==2.13.0" in modal_env.serving_requirements()  # the pins come from requirements.txt
     with pytest.raises(modal_env.DeployError, match="requirements.txt is missing"):
         modal_env.serving_requirements(tmp_path / "requirements.txt", local=True)

@@ -79,7 +79,8 @@ def test_run_folder_holds_events_config_summary_and_checkpoints(learned):
     names = sorted(p.name for p in learned.run_dir.iterdir())
     events = [n for n in names if n.startswith("events.out.tfevents.")]
     assert len(events) == 1
-    assert sorted(set(names) - set(events)) == ["best.pt", "config.json", "last.pt", "summary.json"]
+    assert sorted(set(names) - set(events)) == ["best.pt", "config.json", "embeddings.npz", "last.pt",
+                                                "predictions.csv", "summary.json"]
 
 
 def test_tensorboard_reads_every_tag_once_per_epoch(learned):
