@@ -141,7 +141,7 @@ def test_architecture_page_draws_the_3d_network_and_its_table(new_page, app_url)
     wait_until(page, lambda: non_background_share(page.locator(DECK).screenshot()) > 0.02,
                "the 3-D blocks to be drawn (pixels in the deck canvas)")
     _expect()(page.get_by_text(f"{DEFAULT_MODEL_PARAMS:,}")).to_be_visible()
-    _expect()(page.locator("[data-testid=stDataFrame]")).to_be_visible()
+    _expect()(page.locator("[data-testid=stDataFrame]")).to_have_count(2)  # the layer table and the presets compared
     assert_no_exception(page)
     screenshot(page, "architecture")
     # hovering a layer4 (orange) block names it, with its output shape and parameters

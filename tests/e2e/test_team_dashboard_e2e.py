@@ -12,7 +12,7 @@ from audio_factory import wav_bytes
 from conftest import stop_process
 from runs_factory import write_run
 
-from .conftest import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, _require_browser, screenshot
+from .conftest import TIMEOUT_MS, screenshot
 from .team_servers import start_team_dashboard
 
 pytestmark = pytest.mark.e2e
@@ -26,15 +26,9 @@ def _expect():
 
 
 @pytest.fixture(scope="module")
-def browser():
-    _require_browser()
-    from playwright.sync_api import sync_playwright
-
-    _expect().set_options(timeout=TIMEOUT_MS)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+def browser(chromium):
+    """The suite's one browser (a second Playwright in this thread would find the first's loop running)."""
+    return chromium
 
 
 @pytest.fixture

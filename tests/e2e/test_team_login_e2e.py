@@ -12,7 +12,7 @@ from conftest import free_port, stop_process
 
 from core.clip_store import ClipStore
 
-from .conftest import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, _require_browser, screenshot
+from .conftest import TIMEOUT_MS, _require_browser, screenshot
 from .team_servers import ALICE, MALLORY, auth_toml, start_provider, start_team_dashboard
 
 pytestmark = pytest.mark.e2e
@@ -45,14 +45,9 @@ def team(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser(team):
-    from playwright.sync_api import sync_playwright
-
-    _expect().set_options(timeout=TIMEOUT_MS)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+def browser(team, chromium):
+    """The suite's one browser (a second Playwright in this thread would find the first's loop running)."""
+    return chromium
 
 
 @pytest.fixture
