@@ -157,6 +157,18 @@ def stop_process(proc: subprocess.Popen) -> None:
         proc.log.close()
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module's training tests: two shared cores, and two threads fighting
+    for them is slower than one. A module turns it on with `pytestmark = usefixtures(...)`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def untrained_predictor():
     from core.inference import Predictor

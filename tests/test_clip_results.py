@@ -22,12 +22,7 @@ from core.training import TrainConfig, cross_validate, train
 SMALL = ModelConfig(num_classes=5, stem_channels=8, widths=(8, 16, 32, 64), depths=(1, 1, 1, 1))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -27,12 +27,7 @@ SMALL = ModelConfig(num_classes=0, stem_channels=8, widths=(8, 16, 32, 64), dept
 TOOLS = {"saw": 6, "drill": 6, "hammer": 6}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
